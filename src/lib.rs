@@ -1,0 +1,7 @@
+//! nodepool-rs: OpenStack Nodepool as a declarative GitOps reconciler.
+//!
+//! The binary (`src/main.rs` + [`cli`]) is a thin layer over the operations in this library.
+//! See ARCHITECTURE.md for the code map and the invariants each module keeps.
+
+pub mod config;
+pub mod secret;

@@ -1,0 +1,3 @@
+//! The `nodepool` binary: parse the command line and hand over to the library.
+
+fn main() {}
