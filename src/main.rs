@@ -1,3 +1,7 @@
 //! The `nodepool` binary: parse the command line and hand over to the library.
 
-fn main() {}
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
