@@ -89,10 +89,27 @@ pub fn check(doc: Document, file: &Path, instance: &Value, index: &PositionIndex
     let c = compiled(doc);
     let mut out: Vec<Diagnostic> = Vec::new();
     for err in c.validator.iter_errors(instance) {
+        explain(&c.schema, &err, file, index, &mut out);
+    }
+    out.sort_by_key(|d| (d.line, d.column));
+    out.dedup();
+    out
+}
+
+/// Turn one validation error into diagnostics. An `anyOf` failure (how an optional value is
+/// written in the schema) is explained by the errors of its most specific branch.
+fn explain(
+    schema: &Value,
+    err: &jsonschema::ValidationError<'_>,
+    file: &Path,
+    index: &PositionIndex,
+    out: &mut Vec<Diagnostic>,
+) {
+    {
         let pointer = err.instance_path().as_str().to_owned();
         match err.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let allowed = allowed_keys(&c.schema, err.schema_path().as_str());
+                let allowed = allowed_keys(schema, err.schema_path().as_str());
                 for key in unexpected {
                     let p = format!("{pointer}/{}", super::yaml::escape_segment(key));
                     out.push(
@@ -146,6 +163,22 @@ pub fn check(doc: Document, file: &Path, instance: &Value, index: &PositionIndex
                     .with_hint(hint),
                 );
             }
+            ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context }
+                if !context.is_empty() =>
+            {
+                // The branch that got furthest (errors deepest in the instance) is the one
+                // the user meant; a bare type mismatch (e.g. against `null`) is the least useful.
+                let best = context.iter().max_by_key(|branch| {
+                    branch
+                        .iter()
+                        .map(|e| e.instance_path().as_str().len() * 2 + usize::from(!matches!(e.kind(), ValidationErrorKind::Type { .. })))
+                        .max()
+                        .unwrap_or(0)
+                });
+                for e in best.into_iter().flatten() {
+                    explain(schema, e, file, index, out);
+                }
+            }
             _ => {
                 out.push(Diagnostic::error(
                     file,
@@ -156,9 +189,6 @@ pub fn check(doc: Document, file: &Path, instance: &Value, index: &PositionIndex
             }
         }
     }
-    out.sort_by_key(|d| (d.line, d.column));
-    out.dedup();
-    out
 }
 
 /// The property names allowed by the schema object whose `additionalProperties` rejected a key.
