@@ -18,7 +18,11 @@ fn generate(providers: usize, labels: usize, images: usize) -> String {
     }
     y.push_str("providers:\n");
     for p in 0..providers {
-        writeln!(y, "  - name: provider-{p}\n    cloud: cloud-{p}\n    rate: 0.5\n    diskimages:").unwrap();
+        writeln!(
+            y,
+            "  - name: provider-{p}\n    cloud: cloud-{p}\n    rate: 0.5\n    diskimages:"
+        )
+        .unwrap();
         for i in 0..images {
             writeln!(y, "      - name: image-{i}").unwrap();
         }

@@ -27,7 +27,11 @@ fn render_template(text: &str) -> String {
     t.replace("{{", "{").replace("}}", "}")
 }
 
-fn load_text(path: &Path, text: &str, secure: Option<(&Path, &str)>) -> Result<config::Config, Vec<config::Diagnostic>> {
+fn load_text(
+    path: &Path,
+    text: &str,
+    secure: Option<(&Path, &str)>,
+) -> Result<config::Config, Vec<config::Diagnostic>> {
     let env: BTreeMap<String, String> = [("NODEPOOL_PORT".to_owned(), "8005".to_owned())].into();
     config::load_str(path, text, secure, &env).map(|(c, _)| c)
 }
@@ -40,24 +44,41 @@ fn every_upstream_fixture_loads() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap();
         // Not nodepool.yaml files: the openstacksdk clouds file and the secure-file half.
-        if path.extension().is_none_or(|e| e != "yaml") || name == "clouds.yaml" || name == "secure_file_secure.yaml" {
+        if path.extension().is_none_or(|e| e != "yaml")
+            || name == "clouds.yaml"
+            || name == "secure_file_secure.yaml"
+        {
             continue;
         }
         let text = render_template(&std::fs::read_to_string(&path).unwrap());
         if let Err(diags) = load_text(&path, &text, None) {
-            panic!("{name} must load:\n{}", diags.iter().map(|d| format!("  {d}\n")).collect::<String>());
+            panic!(
+                "{name} must load:\n{}",
+                diags.iter().map(|d| format!("  {d}\n")).collect::<String>()
+            );
         }
         checked += 1;
     }
-    assert!(checked >= 28, "only {checked} fixtures found in {}", dir.display());
+    assert!(
+        checked >= 28,
+        "only {checked} fixtures found in {}",
+        dir.display()
+    );
 }
 
 #[test]
 fn secure_file_fixture_merges() {
     let dir = corpus().join("nodepool-fixtures");
-    let cfg = render_template(&std::fs::read_to_string(dir.join("secure_file_config.yaml")).unwrap());
-    let sec = render_template(&std::fs::read_to_string(dir.join("secure_file_secure.yaml")).unwrap());
-    let c = load_text(&dir.join("secure_file_config.yaml"), &cfg, Some((&dir.join("secure_file_secure.yaml"), &sec))).unwrap();
+    let cfg =
+        render_template(&std::fs::read_to_string(dir.join("secure_file_config.yaml")).unwrap());
+    let sec =
+        render_template(&std::fs::read_to_string(dir.join("secure_file_secure.yaml")).unwrap());
+    let c = load_text(
+        &dir.join("secure_file_config.yaml"),
+        &cfg,
+        Some((&dir.join("secure_file_secure.yaml"), &sec)),
+    )
+    .unwrap();
     assert_eq!(c.zookeeper_servers[0].host, "localhost");
     assert_eq!(c.zookeeper_tls.as_ref().unwrap().ca, "/etc/zk/ca.pem");
     let img = c.diskimage("fake-image").unwrap();
@@ -69,12 +90,16 @@ fn secure_file_fixture_merges() {
 #[test]
 fn parents_fixture_flattens_like_upstream() {
     let dir = corpus().join("nodepool-fixtures");
-    let text = render_template(&std::fs::read_to_string(dir.join("node_diskimage_parents.yaml")).unwrap());
+    let text =
+        render_template(&std::fs::read_to_string(dir.join("node_diskimage_parents.yaml")).unwrap());
     let c = load_text(&dir.join("node_diskimage_parents.yaml"), &text, None).unwrap();
     let p2 = c.diskimage("parent-image-2").unwrap();
     assert_eq!(p2.elements, ["fedora", "intermediate", "vm"]);
     assert_eq!(p2.env_vars["PARENT_TEST_ENV_OVERRIDE"], "parent-image-2");
-    assert_eq!(p2.env_vars["PARENT_TEST_ENV_INTERMEDIATE"], "abstract-intermediate");
+    assert_eq!(
+        p2.env_vars["PARENT_TEST_ENV_INTERMEDIATE"],
+        "abstract-intermediate"
+    );
     assert_eq!(p2.env_vars["PARENT_TEST_FLAG"], "intermediate");
     assert_eq!(p2.release.as_deref(), Some("21"));
     assert!(c.diskimage("abstract-base").unwrap().r#abstract);
@@ -84,16 +109,48 @@ fn parents_fixture_flattens_like_upstream() {
 #[test]
 fn config_validate_verdicts() {
     let dir = corpus().join("nodepool-fixtures/config_validate");
-    // (file, expected error count, a fragment of the first error, its line, its key path)
-    let cases: &[(&str, Option<(&str, u32, &str)>)] = &[
+    // (file, None for valid or: a fragment of the first error, its line, its key path)
+    type Expected = Option<(&'static str, u32, &'static str)>;
+    let cases: &[(&str, Expected)] = &[
         ("good.yaml", None),
         ("yaml_error.yaml", Some(("invalid YAML", 57, ""))),
         ("schema_error.yaml", Some(("unknown key", 4, "nothandled"))),
-        ("missing_top_label.yaml", Some(("label `trusty` is not defined in the top-level `labels`", 12, "providers[0].pools[0].labels[0].name"))),
-        ("missing_diskimage_provider.yaml", Some(("diskimage `wrong` is not defined", 6, "providers[0].diskimages[0].name"))),
-        ("missing_parent_diskimage.yaml", Some(("parent diskimage `this_does_not_exist` is not defined", 191, "diskimages[2].parent"))),
-        ("duplicate_diskimage_name.yaml", Some(("duplicate diskimage name `trusty`", 70, "diskimages[1].name"))),
-        ("no_diskimage_name.yaml", Some(("missing required key `name`", 51, "diskimages[0]"))),
+        (
+            "missing_top_label.yaml",
+            Some((
+                "label `trusty` is not defined in the top-level `labels`",
+                12,
+                "providers[0].pools[0].labels[0].name",
+            )),
+        ),
+        (
+            "missing_diskimage_provider.yaml",
+            Some((
+                "diskimage `wrong` is not defined",
+                6,
+                "providers[0].diskimages[0].name",
+            )),
+        ),
+        (
+            "missing_parent_diskimage.yaml",
+            Some((
+                "parent diskimage `this_does_not_exist` is not defined",
+                191,
+                "diskimages[2].parent",
+            )),
+        ),
+        (
+            "duplicate_diskimage_name.yaml",
+            Some((
+                "duplicate diskimage name `trusty`",
+                70,
+                "diskimages[1].name",
+            )),
+        ),
+        (
+            "no_diskimage_name.yaml",
+            Some(("missing required key `name`", 51, "diskimages[0]")),
+        ),
     ];
     for (file, expected) in cases {
         let path = dir.join(file);
@@ -104,9 +161,22 @@ fn config_validate_verdicts() {
         };
         match (config::load(&opts), expected) {
             (Ok(loaded), None) => {
-                assert!(loaded.warnings.iter().all(|d| d.severity == Severity::Warning));
-                assert_eq!(loaded.config.providers.len(), 2, "{file}: two openstack providers");
-                assert_eq!(loaded.config.ignored_providers.len(), 7, "{file}: other drivers kept, ignored");
+                assert!(
+                    loaded
+                        .warnings
+                        .iter()
+                        .all(|d| d.severity == Severity::Warning)
+                );
+                assert_eq!(
+                    loaded.config.providers.len(),
+                    2,
+                    "{file}: two openstack providers"
+                );
+                assert_eq!(
+                    loaded.config.ignored_providers.len(),
+                    7,
+                    "{file}: other drivers kept, ignored"
+                );
                 assert_eq!(loaded.config.webapp.port, 8005);
             }
             (Err(e), Some((fragment, line, key))) => {
@@ -126,15 +196,27 @@ fn config_validate_verdicts() {
 #[test]
 fn good_yaml_without_its_env_var_names_the_token() {
     let path = corpus().join("nodepool-fixtures/config_validate/good.yaml");
-    let opts = LoadOptions { config: path, secure: None, env: BTreeMap::new() };
+    let opts = LoadOptions {
+        config: path,
+        secure: None,
+        env: BTreeMap::new(),
+    };
     let err = config::load(&opts).unwrap_err().to_string();
-    assert!(err.contains("good.yaml:5:9") && err.contains("NODEPOOL_PORT"), "{err}");
+    assert!(
+        err.contains("good.yaml:5:9") && err.contains("NODEPOOL_PORT"),
+        "{err}"
+    );
 }
 
 #[test]
 fn zuul_quickstart_static_config_loads_with_a_warning() {
     let path = corpus().join("zuul-examples/nodepool.yaml");
-    let loaded = config::load(&LoadOptions { config: path, secure: None, env: BTreeMap::new() }).unwrap();
+    let loaded = config::load(&LoadOptions {
+        config: path,
+        secure: None,
+        env: BTreeMap::new(),
+    })
+    .unwrap();
     assert!(loaded.config.providers.is_empty());
     assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0].message.contains("driver `static`"));
@@ -143,7 +225,12 @@ fn zuul_quickstart_static_config_loads_with_a_warning() {
 #[test]
 fn example_config_repo_is_valid() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config-repo");
-    let loaded = config::load(&LoadOptions { config: repo, secure: None, env: BTreeMap::new() }).unwrap();
+    let loaded = config::load(&LoadOptions {
+        config: repo,
+        secure: None,
+        env: BTreeMap::new(),
+    })
+    .unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let c = &loaded.config;
     assert_eq!(c.providers.len(), 2);

@@ -26,7 +26,11 @@ pub fn run(args: &ConfigArgs, json: bool) -> anyhow::Result<ExitCode> {
         let errors = diagnostics.iter().filter(|d| d.is_error()).count();
         let warnings = diagnostics.len() - errors;
         if ok {
-            println!("{}: configuration is valid ({warnings} warning{})", path.display(), plural(warnings));
+            println!(
+                "{}: configuration is valid ({warnings} warning{})",
+                path.display(),
+                plural(warnings)
+            );
         } else {
             println!(
                 "{}: configuration is invalid: {errors} error{}, {warnings} warning{}",
@@ -36,7 +40,11 @@ pub fn run(args: &ConfigArgs, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn plural(n: usize) -> &'static str {

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "nodepool", version, about = "Nodepool as a declarative GitOps reconciler for OpenStack CI nodes")]
+#[command(
+    name = "nodepool",
+    version,
+    about = "Nodepool as a declarative GitOps reconciler for OpenStack CI nodes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,12 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
     /// The config: a nodepool.yaml file, or a config repo directory holding one.
-    #[arg(short = 'c', long = "config", env = "NODEPOOL_CONFIG", default_value = "/etc/nodepool/nodepool.yaml")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "NODEPOOL_CONFIG",
+        default_value = "/etc/nodepool/nodepool.yaml"
+    )]
     pub config: PathBuf,
     /// The secure file (secrets kept out of the config repo).
     #[arg(short = 's', long = "secure", env = "NODEPOOL_SECURE")]
@@ -49,7 +58,8 @@ pub fn main() -> ExitCode {
         Command::Schema => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&nodepool::config::schema::generate()).expect("schema serialises")
+                serde_json::to_string_pretty(&nodepool::config::schema::generate())
+                    .expect("schema serialises")
             );
             Ok(ExitCode::SUCCESS)
         }

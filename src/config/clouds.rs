@@ -74,7 +74,9 @@ impl CloudsFile {
         let secure = path.with_file_name("secure.yaml");
         if secure.is_file() {
             for (name, extra) in read_clouds(&secure)? {
-                let entry = clouds.entry(name).or_insert_with(|| Value::Object(Map::new()));
+                let entry = clouds
+                    .entry(name)
+                    .or_insert_with(|| Value::Object(Map::new()));
                 deep_merge(entry, extra);
             }
         }
@@ -132,12 +134,14 @@ pub fn credentials_for(
             let file = clouds.ok_or_else(|| CredentialsError::NoCloudsFile {
                 provider: provider.name.clone(),
             })?;
-            let entry = file.get(cloud).ok_or_else(|| CredentialsError::UnknownCloud {
-                provider: provider.name.clone(),
-                cloud: cloud.clone(),
-                path: file.path.clone(),
-                hint: super::diagnostic::did_you_mean(cloud, file.cloud_names()),
-            })?;
+            let entry = file
+                .get(cloud)
+                .ok_or_else(|| CredentialsError::UnknownCloud {
+                    provider: provider.name.clone(),
+                    cloud: cloud.clone(),
+                    path: file.path.clone(),
+                    hint: super::diagnostic::did_you_mean(cloud, file.cloud_names()),
+                })?;
             from_clouds_entry(provider, cloud, &file.path, entry)
         }
         None => inline(provider),
@@ -165,7 +169,8 @@ fn from_clouds_entry(
         message,
     };
     let auth = entry.get("auth").cloned().unwrap_or(Value::Null);
-    let auth_url = s(&auth, "auth_url").ok_or_else(|| incomplete("`auth.auth_url` is missing".into()))?;
+    let auth_url =
+        s(&auth, "auth_url").ok_or_else(|| incomplete("`auth.auth_url` is missing".into()))?;
     let auth_type = s(entry, "auth_type").unwrap_or_else(|| {
         if auth.get("application_credential_secret").is_some() {
             "v3applicationcredential".into()
@@ -181,7 +186,8 @@ fn from_clouds_entry(
             username: s(&auth, "username"),
             user_id: s(&auth, "user_id"),
             password: Secret::new(
-                s(&auth, "password").ok_or_else(|| incomplete("`auth.password` is missing".into()))?,
+                s(&auth, "password")
+                    .ok_or_else(|| incomplete("`auth.password` is missing".into()))?,
             ),
             user_domain_name: s(&auth, "user_domain_name").or_else(|| dom_name.clone()),
             user_domain_id: s(&auth, "user_domain_id").or_else(|| dom_id.clone()),
@@ -197,13 +203,14 @@ fn from_clouds_entry(
             user_id: s(&auth, "user_id"),
             user_domain_name: s(&auth, "user_domain_name").or(dom_name),
             user_domain_id: s(&auth, "user_domain_id").or(dom_id),
-            secret: Secret::new(
-                s(&auth, "application_credential_secret")
-                    .ok_or_else(|| incomplete("`auth.application_credential_secret` is missing".into()))?,
-            ),
+            secret: Secret::new(s(&auth, "application_credential_secret").ok_or_else(|| {
+                incomplete("`auth.application_credential_secret` is missing".into())
+            })?),
         },
         "token" | "v3token" => AuthMethod::Token {
-            token: Secret::new(s(&auth, "token").ok_or_else(|| incomplete("`auth.token` is missing".into()))?),
+            token: Secret::new(
+                s(&auth, "token").ok_or_else(|| incomplete("`auth.token` is missing".into()))?,
+            ),
             project_name: s(&auth, "project_name"),
             project_id: s(&auth, "project_id"),
             project_domain_name: s(&auth, "project_domain_name").or(dom_name),
@@ -211,13 +218,17 @@ fn from_clouds_entry(
         },
         other => return Err(incomplete(format!("auth_type `{other}` is not supported"))),
     };
-    let region_name = provider.region_name.clone().or_else(|| s(entry, "region_name")).or_else(|| {
-        entry
-            .get("regions")
-            .and_then(Value::as_array)
-            .and_then(|r| r.first())
-            .and_then(|r| r.as_str().map(str::to_owned).or_else(|| s(r, "name")))
-    });
+    let region_name = provider
+        .region_name
+        .clone()
+        .or_else(|| s(entry, "region_name"))
+        .or_else(|| {
+            entry
+                .get("regions")
+                .and_then(Value::as_array)
+                .and_then(|r| r.first())
+                .and_then(|r| r.as_str().map(str::to_owned).or_else(|| s(r, "name")))
+        });
     let endpoint_overrides = entry
         .as_object()
         .into_iter()
@@ -247,12 +258,17 @@ fn inline(p: &OpenStackProvider) -> Result<CloudCredentials, CredentialsError> {
         source_desc: source.clone(),
         message: message.into(),
     };
-    let auth_url = p.auth_url.clone().ok_or_else(|| incomplete("`auth-url` is missing"))?;
+    let auth_url = p
+        .auth_url
+        .clone()
+        .ok_or_else(|| incomplete("`auth-url` is missing"))?;
     let password = p
         .password
         .clone()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| incomplete("no password (set `password` from %(NODEPOOL_...) or the secure file)"))?;
+        .ok_or_else(|| {
+            incomplete("no password (set `password` from %(NODEPOOL_...) or the secure file)")
+        })?;
     // In the Keystone v2 era `project_id` usually held the tenant *name*; an id is 32 hex digits.
     let is_id = |v: &str| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit());
     let (project_name, project_id) = match (&p.project_name, &p.project_id) {
@@ -279,7 +295,11 @@ fn inline(p: &OpenStackProvider) -> Result<CloudCredentials, CredentialsError> {
             project_domain_name: domain(&p.project_domain_name),
             project_domain_id: None,
         },
-        region_name: p.region_name.clone().or_else(|| p.region_name_inline.clone()).filter(|r| !r.is_empty()),
+        region_name: p
+            .region_name
+            .clone()
+            .or_else(|| p.region_name_inline.clone())
+            .filter(|r| !r.is_empty()),
         interface: "public".into(),
         verify: true,
         cacert: None,
@@ -318,7 +338,11 @@ mod tests {
         assert_eq!(c.region_name.as_deref(), Some("RegionOne"));
         assert_eq!(c.image_format.as_deref(), Some("raw"));
         match &c.auth {
-            AuthMethod::Password { password, project_name, .. } => {
+            AuthMethod::Password {
+                password,
+                project_name,
+                ..
+            } => {
                 assert_eq!(password.expose(), "from-secure");
                 assert_eq!(project_name.as_deref(), Some("nodepool"));
             }
@@ -337,8 +361,14 @@ mod tests {
         let f = dir.path().join("clouds.yaml");
         std::fs::write(&f, "clouds:\n  ac:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: http://k/v3\n      application_credential_id: abc\n      application_credential_secret: shh\n").unwrap();
         let clouds = CloudsFile::load(&f).unwrap();
-        let c = credentials_for(&provider("providers:\n  - name: p\n    cloud: ac\n"), Some(&clouds)).unwrap();
-        assert!(matches!(c.auth, AuthMethod::ApplicationCredential { ref id, .. } if id.as_deref() == Some("abc")));
+        let c = credentials_for(
+            &provider("providers:\n  - name: p\n    cloud: ac\n"),
+            Some(&clouds),
+        )
+        .unwrap();
+        assert!(
+            matches!(c.auth, AuthMethod::ApplicationCredential { ref id, .. } if id.as_deref() == Some("abc"))
+        );
     }
 
     #[test]
@@ -349,7 +379,11 @@ mod tests {
         let c = credentials_for(&p, None).unwrap();
         assert_eq!(c.region_name, None);
         match &c.auth {
-            AuthMethod::Password { project_name, project_id, .. } => {
+            AuthMethod::Password {
+                project_name,
+                project_id,
+                ..
+            } => {
                 assert_eq!(project_name.as_deref(), Some("tenantname"));
                 assert_eq!(project_id, &None);
             }

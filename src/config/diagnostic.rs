@@ -27,7 +27,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(file: impl Into<PathBuf>, pos: Pos, pointer: &str, message: impl Into<String>) -> Self {
+    pub fn error(
+        file: impl Into<PathBuf>,
+        pos: Pos,
+        pointer: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             severity: Severity::Error,
             file: file.into(),
@@ -39,7 +44,12 @@ impl Diagnostic {
         }
     }
 
-    pub fn warning(file: impl Into<PathBuf>, pos: Pos, pointer: &str, message: impl Into<String>) -> Self {
+    pub fn warning(
+        file: impl Into<PathBuf>,
+        pos: Pos,
+        pointer: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(file, pos, pointer, message)
@@ -98,7 +108,10 @@ pub fn display_path(pointer: &str) -> String {
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -114,7 +127,10 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(display_path(""), "");
-        assert_eq!(display_path("/providers/0/pools/12/min-ram"), "providers[0].pools[12].min-ram");
+        assert_eq!(
+            display_path("/providers/0/pools/12/min-ram"),
+            "providers[0].pools[12].min-ram"
+        );
         assert_eq!(display_path("/env-vars/A~1B"), "env-vars.A/B");
     }
 
@@ -129,8 +145,13 @@ mod tests {
 
     #[test]
     fn display() {
-        let d = Diagnostic::error("n.yaml", Pos { line: 3, column: 5 }, "/labels/0/min-rady", "unknown key")
-            .with_hint(Some("did you mean `min-ready`?".into()));
+        let d = Diagnostic::error(
+            "n.yaml",
+            Pos { line: 3, column: 5 },
+            "/labels/0/min-rady",
+            "unknown key",
+        )
+        .with_hint(Some("did you mean `min-ready`?".into()));
         assert_eq!(
             d.to_string(),
             "n.yaml:3:5: error: labels[0].min-rady: unknown key\n  hint: did you mean `min-ready`?"

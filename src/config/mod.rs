@@ -40,7 +40,11 @@ pub enum ConfigError {
 }
 
 fn render_errors(diags: &[Diagnostic]) -> String {
-    let errors: Vec<String> = diags.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect();
     format!(
         "{}\n{} error{} in the configuration",
         errors.join("\n"),
@@ -76,7 +80,9 @@ impl LoadOptions {
         LoadOptions {
             config: config.into(),
             secure: None,
-            env: std::env::vars().filter(|(k, _)| k.starts_with("NODEPOOL_")).collect(),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("NODEPOOL_"))
+                .collect(),
         }
     }
 
@@ -118,8 +124,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         Some(p) => Some((p.clone(), read(p)?)),
         None => None,
     };
-    let (config, warnings) = load_str(&path, &text, secure.as_ref().map(|(p, t)| (p.as_path(), t.as_str())), &opts.env)
-        .map_err(ConfigError::Invalid)?;
+    let (config, warnings) = load_str(
+        &path,
+        &text,
+        secure.as_ref().map(|(p, t)| (p.as_path(), t.as_str())),
+        &opts.env,
+    )
+    .map_err(ConfigError::Invalid)?;
     let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     Ok(Loaded {
         config,
@@ -187,7 +198,12 @@ fn parse_document<T: serde::de::DeserializeOwned>(
     let (value, index) = match yaml::parse(&text) {
         Ok(v) => v,
         Err(e) => {
-            diags.push(Diagnostic::error(path, e.pos, "", format!("invalid YAML: {}", e.message)));
+            diags.push(Diagnostic::error(
+                path,
+                e.pos,
+                "",
+                format!("invalid YAML: {}", e.message),
+            ));
             return None;
         }
     };
@@ -205,7 +221,12 @@ fn parse_document<T: serde::de::DeserializeOwned>(
         Err(e) => {
             // The schema and the types are generated from each other, so this is a bug; still
             // report it as a config error rather than crash.
-            diags.push(Diagnostic::error(path, Default::default(), "", format!("cannot decode: {e}")));
+            diags.push(Diagnostic::error(
+                path,
+                Default::default(),
+                "",
+                format!("cannot decode: {e}"),
+            ));
             None
         }
     }
@@ -214,7 +235,11 @@ fn parse_document<T: serde::de::DeserializeOwned>(
 /// Replace `%(NODEPOOL_NAME)` with the environment variable's value, before YAML parsing (as
 /// upstream does). Other `%(...)` text is left alone. A `NODEPOOL_` name that is not set is an
 /// error naming the line.
-fn substitute_env(path: &Path, text: &str, env: &BTreeMap<String, String>) -> Result<String, Vec<Diagnostic>> {
+fn substitute_env(
+    path: &Path,
+    text: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<String, Vec<Diagnostic>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut rest = text;
@@ -225,7 +250,9 @@ fn substitute_env(path: &Path, text: &str, env: &BTreeMap<String, String>) -> Re
         let name = &after[..end];
         out.push_str(&rest[..start]);
         let token_len = 2 + end + 1;
-        if name.starts_with("NODEPOOL_") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if name.starts_with("NODEPOOL_")
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             match env.get(name) {
                 Some(v) => out.push_str(v),
                 None => {
@@ -239,7 +266,9 @@ fn substitute_env(path: &Path, text: &str, env: &BTreeMap<String, String>) -> Re
                             column: u32::try_from(column).unwrap_or(u32::MAX),
                         },
                         "",
-                        format!("environment variable `{name}` is not set (referenced as `%({name})`)"),
+                        format!(
+                            "environment variable `{name}` is not set (referenced as `%({name})`)"
+                        ),
                     ));
                 }
             }
@@ -250,7 +279,11 @@ fn substitute_env(path: &Path, text: &str, env: &BTreeMap<String, String>) -> Re
         rest = &rest[start + token_len..];
     }
     out.push_str(rest);
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -258,15 +291,24 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn env_substitution() {
         let p = Path::new("x.yaml");
         let e = env(&[("NODEPOOL_PORT", "8022")]);
-        assert_eq!(substitute_env(p, "port: %(NODEPOOL_PORT)\n", &e).unwrap(), "port: 8022\n");
-        assert_eq!(substitute_env(p, "a: %(OTHER)\n", &e).unwrap(), "a: %(OTHER)\n");
+        assert_eq!(
+            substitute_env(p, "port: %(NODEPOOL_PORT)\n", &e).unwrap(),
+            "port: 8022\n"
+        );
+        assert_eq!(
+            substitute_env(p, "a: %(OTHER)\n", &e).unwrap(),
+            "a: %(OTHER)\n"
+        );
         let err = substitute_env(p, "a: 1\nb: %(NODEPOOL_NOPE)\n", &e).unwrap_err();
         assert_eq!((err[0].line, err[0].column), (2, 4));
         assert!(err[0].message.contains("NODEPOOL_NOPE"));
@@ -299,13 +341,24 @@ mod tests {
     fn all_problems_at_once() {
         let text = MINIMAL
             .replace("cloud-image: cirros", "cloud-image: cirrus")
-            .replace("- name: small\n            cloud", "- name: smal\n            cloud");
+            .replace(
+                "- name: small\n            cloud",
+                "- name: smal\n            cloud",
+            );
         let errs = load_str(Path::new("n.yaml"), &text, None, &env(&[])).unwrap_err();
         let errors: Vec<_> = errs.iter().filter(|d| d.is_error()).collect();
         assert_eq!(errors.len(), 2, "{errs:#?}");
-        assert!(errors.iter().any(|d| d.message.contains("label `smal`") && d.line == 11));
-        assert!(errors.iter().any(|d| d.message.contains("cloud-image `cirrus`")
-            && d.hint.as_deref() == Some("did you mean `cirros`?")));
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.message.contains("label `smal`") && d.line == 11)
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.message.contains("cloud-image `cirrus`")
+                    && d.hint.as_deref() == Some("did you mean `cirros`?"))
+        );
     }
 
     #[test]
@@ -346,7 +399,13 @@ mod tests {
         assert!(!shown.contains("hunter2"));
 
         let bad = "diskimages:\n  - name: nope\n    env-vars: {A: b}\n";
-        let errs = load_str(Path::new("n.yaml"), text, Some((Path::new("s.yaml"), bad)), &env(&[])).unwrap_err();
+        let errs = load_str(
+            Path::new("n.yaml"),
+            text,
+            Some((Path::new("s.yaml"), bad)),
+            &env(&[]),
+        )
+        .unwrap_err();
         assert_eq!(errs[0].file, Path::new("s.yaml"));
         assert!(errs[0].message.contains("`nope`"));
     }
@@ -354,10 +413,19 @@ mod tests {
     #[test]
     fn inline_password_never_shown() {
         let text = "providers:\n  - name: default\n    auth_url: http://localhost:5000/v2.0\n    project_id: tenantname\n    username: user\n    password: '%(NODEPOOL_PW)'\n    region_name: ''\n";
-        let (c, _) = load_str(Path::new("n.yaml"), text, None, &env(&[("NODEPOOL_PW", "s3cr3t-pw")])).unwrap();
+        let (c, _) = load_str(
+            Path::new("n.yaml"),
+            text,
+            None,
+            &env(&[("NODEPOOL_PW", "s3cr3t-pw")]),
+        )
+        .unwrap();
         let shown = format!("{c:?}{}", serde_json::to_string(&c).unwrap());
         assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-        assert_eq!(c.providers[0].password.as_ref().unwrap().expose(), "s3cr3t-pw");
+        assert_eq!(
+            c.providers[0].password.as_ref().unwrap().expose(),
+            "s3cr3t-pw"
+        );
     }
 
     #[test]

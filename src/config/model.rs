@@ -14,7 +14,10 @@ use std::borrow::Cow;
 /// The whole `nodepool.yaml`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[schemars(title = "nodepool.yaml", description = "Nodepool configuration (upstream-compatible).")]
+#[schemars(
+    title = "nodepool.yaml",
+    description = "Nodepool configuration (upstream-compatible)."
+)]
 pub struct NodepoolFile {
     /// Node types that can be requested, and how many of each to keep ready.
     #[serde(default)]

@@ -1,8 +1,8 @@
 //! The resolved desired state the rest of the program reads: defaults applied, parents flattened.
 
 use super::model::{
-    DiskImageSpec, Label, NodepoolFile, OpenStackProvider, OtherProvider, ProviderEntry, SecureFile,
-    TenantResourceLimit, Webapp, ZookeeperServer, ZookeeperTls,
+    DiskImageSpec, Label, NodepoolFile, OpenStackProvider, OtherProvider, ProviderEntry,
+    SecureFile, TenantResourceLimit, Webapp, ZookeeperServer, ZookeeperTls,
 };
 use crate::secret::Secret;
 use indexmap::IndexMap;
@@ -89,7 +89,8 @@ pub(super) fn resolve(file: NodepoolFile, secure: SecureFile) -> Config {
         if let Some(d) = diskimages.iter_mut().find(|d| d.name == s.name) {
             for (k, v) in &s.env_vars {
                 d.env_vars.shift_remove(k);
-                d.secure_env_vars.insert(k.clone(), Secret::new(v.0.clone()));
+                d.secure_env_vars
+                    .insert(k.clone(), Secret::new(v.0.clone()));
             }
         }
     }

@@ -85,7 +85,12 @@ fn compiled(doc: Document) -> &'static Compiled {
 
 /// Check `instance` against the schema; every violation becomes a diagnostic with the line of
 /// the offending key. Messages never quote the offending value (it may be a secret).
-pub fn check(doc: Document, file: &Path, instance: &Value, index: &PositionIndex) -> Vec<Diagnostic> {
+pub fn check(
+    doc: Document,
+    file: &Path,
+    instance: &Value,
+    index: &PositionIndex,
+) -> Vec<Diagnostic> {
     let c = compiled(doc);
     let mut out: Vec<Diagnostic> = Vec::new();
     for err in c.validator.iter_errors(instance) {
@@ -147,7 +152,11 @@ fn explain(
             ValidationErrorKind::Enum { options } => {
                 let opts: Vec<String> = options
                     .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let hint = err
                     .instance()
@@ -163,7 +172,8 @@ fn explain(
                     .with_hint(hint),
                 );
             }
-            ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context }
+            ValidationErrorKind::AnyOf { context }
+            | ValidationErrorKind::OneOfNotValid { context }
                 if !context.is_empty() =>
             {
                 // The branch that got furthest (errors deepest in the instance) is the one
@@ -171,7 +181,10 @@ fn explain(
                 let best = context.iter().max_by_key(|branch| {
                     branch
                         .iter()
-                        .map(|e| e.instance_path().as_str().len() * 2 + usize::from(!matches!(e.kind(), ValidationErrorKind::Type { .. })))
+                        .map(|e| {
+                            e.instance_path().as_str().len() * 2
+                                + usize::from(!matches!(e.kind(), ValidationErrorKind::Type { .. }))
+                        })
                         .max()
                         .unwrap_or(0)
                 });
@@ -193,11 +206,16 @@ fn explain(
 
 /// The property names allowed by the schema object whose `additionalProperties` rejected a key.
 fn allowed_keys(root: &Value, schema_path: &str) -> Vec<String> {
-    let obj_path = schema_path.strip_suffix("/additionalProperties").unwrap_or(schema_path);
+    let obj_path = schema_path
+        .strip_suffix("/additionalProperties")
+        .unwrap_or(schema_path);
     let mut node = root;
     for seg in obj_path.split('/').skip(1) {
         let seg = seg.replace("~1", "/").replace("~0", "~");
-        node = match node.get(&seg).or_else(|| seg.parse::<usize>().ok().and_then(|i| node.get(i))) {
+        node = match node
+            .get(&seg)
+            .or_else(|| seg.parse::<usize>().ok().and_then(|i| node.get(i)))
+        {
             Some(n) => n,
             None => return Vec::new(),
         };
@@ -236,7 +254,12 @@ mod tests {
         let p = &s["$defs"]["OpenStackProvider"]["properties"];
         assert_eq!(p["boot-timeout"]["default"], 60);
         assert_eq!(p["launch-retries"]["default"], 3);
-        assert!(p["cloud"]["description"].as_str().unwrap().contains("clouds.yaml"));
+        assert!(
+            p["cloud"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("clouds.yaml")
+        );
         assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
     }
 }

@@ -43,8 +43,10 @@ impl<'a> Report<'a> {
             if let Some(first) = seen.insert(name, i) {
                 self.error(
                     format!("{base}/{i}/name"),
-                    format!("duplicate {what} name `{name}` (first defined at {base}[{first}])",
-                        base = super::diagnostic::display_path(base)),
+                    format!(
+                        "duplicate {what} name `{name}` (first defined at {base}[{first}])",
+                        base = super::diagnostic::display_path(base)
+                    ),
                     None,
                 );
             }
@@ -53,8 +55,16 @@ impl<'a> Report<'a> {
 }
 
 pub(super) fn check(file: &NodepoolFile, r: &mut Report<'_>) {
-    r.unique("label", "/labels", file.labels.iter().map(|l| l.name.as_str()));
-    r.unique("diskimage", "/diskimages", file.diskimages.iter().map(|d| d.name.as_str()));
+    r.unique(
+        "label",
+        "/labels",
+        file.labels.iter().map(|l| l.name.as_str()),
+    );
+    r.unique(
+        "diskimage",
+        "/diskimages",
+        file.diskimages.iter().map(|d| d.name.as_str()),
+    );
     r.unique(
         "provider",
         "/providers",
@@ -90,22 +100,44 @@ pub(super) fn check(file: &NodepoolFile, r: &mut Report<'_>) {
         };
         check_credentials(p, &base, r);
         if p.rate < 0.0 || !p.rate.is_finite() {
-            r.error(format!("{base}/rate"), "must be a non-negative number of seconds".into(), None);
+            r.error(
+                format!("{base}/rate"),
+                "must be a non-negative number of seconds".into(),
+                None,
+            );
         }
-        r.unique("provider diskimage", &format!("{base}/diskimages"), p.diskimages.iter().map(|d| d.name.as_str()));
-        r.unique("cloud-image", &format!("{base}/cloud-images"), p.cloud_images.iter().map(|d| d.name.as_str()));
-        r.unique("pool", &format!("{base}/pools"), p.pools.iter().map(|d| d.name.as_str()));
+        r.unique(
+            "provider diskimage",
+            &format!("{base}/diskimages"),
+            p.diskimages.iter().map(|d| d.name.as_str()),
+        );
+        r.unique(
+            "cloud-image",
+            &format!("{base}/cloud-images"),
+            p.cloud_images.iter().map(|d| d.name.as_str()),
+        );
+        r.unique(
+            "pool",
+            &format!("{base}/pools"),
+            p.pools.iter().map(|d| d.name.as_str()),
+        );
         for (di, d) in p.diskimages.iter().enumerate() {
             let ptr = format!("{base}/diskimages/{di}/name");
             match diskimages.get(d.name.as_str()) {
                 None => r.error(
                     ptr,
-                    format!("diskimage `{}` is not defined in the top-level `diskimages`", d.name),
+                    format!(
+                        "diskimage `{}` is not defined in the top-level `diskimages`",
+                        d.name
+                    ),
                     did_you_mean(&d.name, diskimages.keys().copied()),
                 ),
                 Some(true) => r.error(
                     ptr,
-                    format!("diskimage `{}` is abstract: it is never built, so it cannot be uploaded", d.name),
+                    format!(
+                        "diskimage `{}` is abstract: it is never built, so it cannot be uploaded",
+                        d.name
+                    ),
                     None,
                 ),
                 Some(false) => {}
@@ -130,14 +162,21 @@ pub(super) fn check(file: &NodepoolFile, r: &mut Report<'_>) {
         let cloud_images: HashSet<&str> = p.cloud_images.iter().map(|d| d.name.as_str()).collect();
         for (oi, pool) in p.pools.iter().enumerate() {
             let pbase = format!("{base}/pools/{oi}");
-            r.unique("pool label", &format!("{pbase}/labels"), pool.labels.iter().map(|l| l.name.as_str()));
+            r.unique(
+                "pool label",
+                &format!("{pbase}/labels"),
+                pool.labels.iter().map(|l| l.name.as_str()),
+            );
             for (li, l) in pool.labels.iter().enumerate() {
                 let lbase = format!("{pbase}/labels/{li}");
                 offered.insert(l.name.as_str());
                 if !labels.contains(l.name.as_str()) {
                     r.error(
                         format!("{lbase}/name"),
-                        format!("label `{}` is not defined in the top-level `labels`", l.name),
+                        format!(
+                            "label `{}` is not defined in the top-level `labels`",
+                            l.name
+                        ),
                         did_you_mean(&l.name, labels.iter().copied()),
                     );
                 }
@@ -149,7 +188,10 @@ pub(super) fn check(file: &NodepoolFile, r: &mut Report<'_>) {
                     ),
                     (None, None) => r.error(
                         lbase.clone(),
-                        format!("label `{}` needs either `diskimage` or `cloud-image`", l.name),
+                        format!(
+                            "label `{}` needs either `diskimage` or `cloud-image`",
+                            l.name
+                        ),
                         None,
                     ),
                     (Some(d), None) if !provider_images.contains(d.as_str()) => r.error(
@@ -159,7 +201,9 @@ pub(super) fn check(file: &NodepoolFile, r: &mut Report<'_>) {
                     ),
                     (None, Some(c)) if !cloud_images.contains(c.as_str()) => r.error(
                         format!("{lbase}/cloud-image"),
-                        format!("cloud-image `{c}` is not listed in this provider's `cloud-images`"),
+                        format!(
+                            "cloud-image `{c}` is not listed in this provider's `cloud-images`"
+                        ),
                         did_you_mean(c, cloud_images.iter().copied()),
                     ),
                     _ => {}
@@ -167,7 +211,10 @@ pub(super) fn check(file: &NodepoolFile, r: &mut Report<'_>) {
                 if l.flavor_name.is_none() && l.min_ram.is_none() {
                     r.error(
                         lbase.clone(),
-                        format!("label `{}` needs a flavor: `flavor-name`, `min-ram` or both", l.name),
+                        format!(
+                            "label `{}` needs a flavor: `flavor-name`, `min-ram` or both",
+                            l.name
+                        ),
                         None,
                     );
                 }
@@ -177,11 +224,17 @@ pub(super) fn check(file: &NodepoolFile, r: &mut Report<'_>) {
 
     for (i, l) in file.labels.iter().enumerate() {
         if l.min_ready > 0 && !offered.contains(l.name.as_str()) {
-            let offered_elsewhere = file.providers.iter().any(|p| matches!(p, ProviderEntry::Other(_)));
+            let offered_elsewhere = file
+                .providers
+                .iter()
+                .any(|p| matches!(p, ProviderEntry::Other(_)));
             if !offered_elsewhere {
                 r.warning(
                     format!("/labels/{i}/min-ready"),
-                    format!("label `{}` has min-ready {} but no pool offers it", l.name, l.min_ready),
+                    format!(
+                        "label `{}` has min-ready {} but no pool offers it",
+                        l.name, l.min_ready
+                    ),
                 );
             }
         }
@@ -192,19 +245,27 @@ fn check_credentials(p: &super::model::OpenStackProvider, base: &str, r: &mut Re
     match (&p.cloud, &p.auth_url) {
         (Some(_), Some(_)) => r.error(
             format!("{base}/auth-url"),
-            "give either `cloud` (a clouds.yaml entry) or the inline `auth-url` form, not both".into(),
+            "give either `cloud` (a clouds.yaml entry) or the inline `auth-url` form, not both"
+                .into(),
             None,
         ),
         // Upstream's in-tree fake driver needs no cloud account.
         (None, None) if p.driver == "fake" => {}
         (None, None) => r.error(
             base.to_owned(),
-            format!("provider `{}` needs `cloud` (the name of a clouds.yaml entry)", p.name),
+            format!(
+                "provider `{}` needs `cloud` (the name of a clouds.yaml entry)",
+                p.name
+            ),
             None,
         ),
         (None, Some(_)) => {
             if p.username.is_none() {
-                r.error(format!("{base}/auth-url"), "the inline credential form needs `username`".into(), None);
+                r.error(
+                    format!("{base}/auth-url"),
+                    "the inline credential form needs `username`".into(),
+                    None,
+                );
             }
             if p.project_id.is_none() && p.project_name.is_none() {
                 r.error(
@@ -226,7 +287,9 @@ fn check_diskimage_parents(file: &NodepoolFile, r: &mut Report<'_>) {
         .map(|(i, d)| (d.name.as_str(), i))
         .collect();
     for (i, d) in file.diskimages.iter().enumerate() {
-        let Some(parent) = d.parent.as_deref() else { continue };
+        let Some(parent) = d.parent.as_deref() else {
+            continue;
+        };
         if !by_name.contains_key(parent) {
             r.error(
                 format!("/diskimages/{i}/parent"),
@@ -282,7 +345,10 @@ pub(super) fn check_secure(secure: &SecureFile, file: &NodepoolFile, r: &mut Rep
         if !providers.contains(p.name.as_str()) {
             r.error(
                 format!("/providers/{i}/name"),
-                format!("provider `{}` is not an OpenStack provider of the config", p.name),
+                format!(
+                    "provider `{}` is not an OpenStack provider of the config",
+                    p.name
+                ),
                 did_you_mean(&p.name, providers.iter().copied()),
             );
         }

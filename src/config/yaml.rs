@@ -90,12 +90,11 @@ pub fn parse(text: &str) -> Result<(Value, PositionIndex), YamlError> {
     if text.trim().is_empty() {
         return Ok((Value::Null, PositionIndex::default()));
     }
-    let node: Spanned<Tree> = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
-        YamlError {
+    let node: Spanned<Tree> =
+        serde_saphyr::from_str_with_options(text, options()).map_err(|e| YamlError {
             pos: e.location().map(Pos::from_location).unwrap_or_default(),
             message: e.to_string(),
-        }
-    })?;
+        })?;
     let mut index = PositionIndex::default();
     let root = Pos::from_location(node.referenced);
     let value = into_json(node, text, String::new(), &mut index);
