@@ -29,7 +29,7 @@ pub const DEFAULT_FILE_NAME: &str = "nodepool.yaml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]
