@@ -4,4 +4,5 @@
 //! See ARCHITECTURE.md for the code map and the invariants each module keeps.
 
 pub mod config;
+pub mod reconcile;
 pub mod secret;

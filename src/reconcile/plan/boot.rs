@@ -1,0 +1,114 @@
+//! How a label boots in a provider: which image (newest ready upload or cloud image) and flavor.
+
+use super::Boot;
+use crate::config::model::{OpenStackProvider, Pool, PoolLabel};
+use crate::reconcile::world::{CloudView, ObservedFlavor, World};
+use crate::state::UploadState;
+
+/// Resolve image and flavor for `label` of `pool` in `provider`, or say why it cannot boot.
+pub fn resolve(
+    world: &World,
+    view: &CloudView,
+    provider: &OpenStackProvider,
+    pool: &Pool,
+    label: &PoolLabel,
+    nth: u64,
+) -> Result<Boot, String> {
+    let (image_id, image_name, upload_id) = image(world, view, provider, label)?;
+    let flavor = flavor(view, label)?;
+    let az = (!pool.availability_zones.is_empty()).then(|| {
+        let i = usize::try_from(nth).unwrap_or(0) % pool.availability_zones.len();
+        pool.availability_zones[i].clone()
+    });
+    Ok(Boot {
+        image_id,
+        image_name,
+        upload_id,
+        flavor_id: flavor.id.clone(),
+        flavor_name: flavor.name.clone(),
+        vcpus: flavor.vcpus,
+        ram_mb: flavor.ram_mb,
+        az,
+    })
+}
+
+fn image(
+    world: &World,
+    view: &CloudView,
+    provider: &OpenStackProvider,
+    label: &PoolLabel,
+) -> Result<(String, String, Option<String>), String> {
+    if let Some(diskimage) = &label.diskimage {
+        // The newest READY upload of this image to this provider whose image the cloud has.
+        let upload = world
+            .uploads
+            .iter()
+            .filter(|u| u.provider == provider.name && &u.image_name == diskimage && u.state == UploadState::Ready)
+            .filter(|u| {
+                u.details
+                    .external_id
+                    .as_deref()
+                    .is_some_and(|id| view.images.iter().any(|i| i.id == id && i.status == "active"))
+            })
+            .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        return match upload {
+            Some(u) => Ok((
+                u.details.external_id.clone().unwrap_or_default(),
+                diskimage.clone(),
+                Some(u.id.clone()),
+            )),
+            None => Err(format!(
+                "diskimage {diskimage} has no ready upload in provider {}",
+                provider.name
+            )),
+        };
+    }
+    let name = label.cloud_image.as_deref().unwrap_or_default();
+    let ci = provider
+        .cloud_images
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| format!("cloud-image {name} is not configured"))?;
+    let found = view
+        .images
+        .iter()
+        .filter(|i| i.status == "active")
+        .filter(|i| match (&ci.image_id, &ci.image_filters) {
+            (Some(id), _) => &i.id == id,
+            (None, Some(filters)) => filters.iter().all(|(k, v)| i.properties.get(k) == Some(&v.0)),
+            (None, None) => i.name == ci.image_name.as_deref().unwrap_or(&ci.name),
+        })
+        .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+    match found {
+        Some(i) => Ok((i.id.clone(), ci.name.clone(), None)),
+        None => Err(format!(
+            "cloud image {} ({}) is not in provider {}",
+            ci.name,
+            ci.image_id
+                .as_deref()
+                .map(|id| format!("id {id}"))
+                .unwrap_or_else(|| format!("name {}", ci.image_name.as_deref().unwrap_or(&ci.name))),
+            provider.name
+        )),
+    }
+}
+
+/// As upstream: with `min-ram`, the smallest flavor with at least that much RAM (whose name
+/// contains `flavor-name`, if given); with `flavor-name` only, the flavor of that exact name
+/// or id.
+pub fn flavor<'v>(view: &'v CloudView, label: &PoolLabel) -> Result<&'v ObservedFlavor, String> {
+    let usable = view.flavors.iter().filter(|f| !f.disabled);
+    let found = match (label.min_ram, &label.flavor_name) {
+        (Some(min), name) => usable
+            .filter(|f| f.ram_mb >= min && name.as_ref().is_none_or(|n| f.name.contains(n.as_str())))
+            .min_by(|a, b| (a.ram_mb, a.vcpus, &a.name).cmp(&(b.ram_mb, b.vcpus, &b.name))),
+        (None, Some(name)) => usable.into_iter().find(|f| &f.name == name || &f.id == name),
+        (None, None) => None,
+    };
+    found.ok_or_else(|| match (label.min_ram, &label.flavor_name) {
+        (Some(min), Some(n)) => format!("no flavor named like {n} with at least {min} MB of RAM"),
+        (Some(min), None) => format!("no flavor with at least {min} MB of RAM"),
+        (None, Some(n)) => format!("no flavor named {n}"),
+        (None, None) => "no flavor configured".to_owned(),
+    })
+}

@@ -1,0 +1,273 @@
+//! The plan: a pure function from (desired config, observed world, time) to ordered actions.
+//!
+//! Invariant: nothing in this module performs I/O, reads a clock or draws a random number;
+//! the same inputs always give the same plan, byte for byte. Every action carries an address
+//! and a human reason. Decisions are made per provider, so an unobservable cloud only stops
+//! the actions that concern it.
+
+mod boot;
+mod capacity;
+mod demand;
+mod leaks;
+mod nodes;
+
+use super::world::World;
+use crate::config::Config;
+use crate::state::LeakKind;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What the plan will do, in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Things worth knowing that are not changes (a request waiting for capacity, a cloud
+    /// that could not be observed, a leak seen once).
+    pub notes: Vec<Note>,
+    /// Unowned resources seen in this observation; apply records them so that a resource is
+    /// only cleaned up once it has been seen on two consecutive observations.
+    pub sightings: Vec<Sighting>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    pub address: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    pub provider: String,
+    pub kind: LeakKind,
+    pub external_id: String,
+}
+
+/// One change, with where it applies and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// e.g. `node.east.main.ubuntu-jammy[0000000042]`, `leak.east.floating_ip.<id>`.
+    pub address: String,
+    pub reason: String,
+    #[serde(flatten)]
+    pub kind: ActionKind,
+}
+
+/// Terraform's vocabulary for what an action does to its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Change {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Change::Create => "+",
+            Change::Update => "~",
+            Change::Replace => "-/+",
+            Change::Delete => "-",
+        }
+    }
+}
+
+/// How a new server boots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Boot {
+    /// The cloud's image id.
+    pub image_id: String,
+    /// The diskimage or cloud-image name (for the record).
+    pub image_name: String,
+    /// Our upload record, when booting a diskimage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    pub flavor_id: String,
+    pub flavor_name: String,
+    pub vcpus: u64,
+    pub ram_mb: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub az: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Launch a new node.
+    LaunchNode {
+        provider: String,
+        pool: String,
+        label: String,
+        boot: Boot,
+        /// The request the node is for (`None`: for min-ready).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
+    },
+    /// Delete a node's failed server and boot it again (another launch attempt).
+    RelaunchNode {
+        node_id: String,
+        provider: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server_id: Option<String>,
+        boot: Boot,
+        /// Whether this attempt counts against `launch-retries` (quota faults do not).
+        counts_as_attempt: bool,
+    },
+    /// A building node's server is ACTIVE: the node becomes ready.
+    MarkReady {
+        node_id: String,
+        server_id: String,
+    },
+    /// A node whose launch was interrupted has a server carrying its id: record it.
+    AdoptServer {
+        node_id: String,
+        server_id: String,
+    },
+    /// Delete a node: its server (if any) and then its record.
+    DeleteNode {
+        node_id: String,
+        provider: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server_id: Option<String>,
+    },
+    /// A record whose server the cloud no longer has: remove the record only.
+    ForgetNode {
+        node_id: String,
+    },
+    /// Give a ready node to a request.
+    AllocateNode {
+        node_id: String,
+        request: String,
+    },
+    /// Take a ready node back from a request that no longer wants it.
+    DeallocateNode {
+        node_id: String,
+        request: String,
+    },
+    /// Every node of the request is ready.
+    FulfillRequest {
+        request: String,
+        nodes: Vec<String>,
+    },
+    /// The request cannot be served.
+    FailRequest {
+        request: String,
+    },
+    /// Delete a cloud resource that no record owns.
+    DeleteLeak {
+        provider: String,
+        kind: LeakKind,
+        external_id: String,
+    },
+}
+
+impl ActionKind {
+    pub fn change(&self) -> Change {
+        match self {
+            ActionKind::LaunchNode { .. } => Change::Create,
+            ActionKind::RelaunchNode { .. } => Change::Replace,
+            ActionKind::MarkReady { .. }
+            | ActionKind::AdoptServer { .. }
+            | ActionKind::AllocateNode { .. }
+            | ActionKind::DeallocateNode { .. }
+            | ActionKind::FulfillRequest { .. }
+            | ActionKind::FailRequest { .. } => Change::Update,
+            ActionKind::DeleteNode { .. } | ActionKind::ForgetNode { .. } | ActionKind::DeleteLeak { .. } => {
+                Change::Delete
+            }
+        }
+    }
+
+    /// The provider whose cloud the action touches, if any.
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            ActionKind::LaunchNode { provider, .. }
+            | ActionKind::RelaunchNode { provider, .. }
+            | ActionKind::DeleteNode { provider, .. }
+            | ActionKind::DeleteLeak { provider, .. } => Some(provider),
+            _ => None,
+        }
+    }
+}
+
+/// How many actions of each change kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for a in &self.actions {
+            match a.kind.change() {
+                Change::Create => s.add += 1,
+                Change::Update => s.change += 1,
+                Change::Delete => s.destroy += 1,
+                Change::Replace => {
+                    s.add += 1;
+                    s.destroy += 1;
+                }
+            }
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.add + self.change + self.destroy == 0 {
+            f.write_str("No changes.")
+        } else {
+            write!(
+                f,
+                "Plan: {} to add, {} to change, {} to destroy.",
+                self.add, self.change, self.destroy
+            )
+        }
+    }
+}
+
+/// Node address: `node.<provider>.<pool>.<label>[<id>]`.
+pub fn node_address(provider: &str, pool: &str, label: &str, id: &str) -> String {
+    format!("node.{provider}.{pool}.{label}[{id}]")
+}
+
+/// Compute the plan. Pure: see the module docs.
+pub fn plan(config: &Config, world: &World) -> Plan {
+    let mut out = Plan::default();
+    let mut cap = capacity::Capacity::new(config, world);
+    // 1. Existing nodes: their lifecycle, drains, expiries, stale records.
+    nodes::plan_nodes(config, world, &mut cap, &mut out);
+    // 2. Resources in the clouds that nothing owns.
+    leaks::plan_leaks(config, world, &mut out);
+    // 3. Demand: open requests first (priority order), then min-ready.
+    demand::plan_demand(config, world, &mut cap, &mut out);
+    order(&mut out);
+    out
+}
+
+/// Deletions free capacity, so they come first; then changes, then launches. Within a kind,
+/// by address, so the plan reads the same every time.
+fn order(plan: &mut Plan) {
+    plan.actions.sort_by(|a, b| {
+        let rank = |x: &Action| match x.kind.change() {
+            Change::Delete => 0,
+            Change::Replace => 1,
+            Change::Update => 2,
+            Change::Create => 3,
+        };
+        (rank(a), &a.address).cmp(&(rank(b), &b.address))
+    });
+    plan.notes.sort_by(|a, b| a.address.cmp(&b.address));
+    plan.sightings.sort_by(|a, b| {
+        (&a.provider, a.kind.as_str(), &a.external_id).cmp(&(&b.provider, b.kind.as_str(), &b.external_id))
+    });
+}

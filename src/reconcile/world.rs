@@ -1,0 +1,176 @@
+//! What the planner sees: the database's records and each cloud's objects, as plain data.
+//!
+//! `observe` fills a [`World`] from the state store and the clouds; golden tests write one by
+//! hand. Times are unix seconds; nothing here refers to a live connection.
+
+use crate::state::{ImageBuild, ImageUpload, LeakSighting, Node, NodeRequest};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Server metadata keys that mark a server as ours (the same keys upstream Nodepool sets, so a
+/// migration from upstream keeps recognising its servers).
+pub mod meta {
+    pub const PROVIDER: &str = "nodepool_provider_name";
+    pub const POOL: &str = "nodepool_pool_name";
+    pub const NODE_ID: &str = "nodepool_node_id";
+    pub const LABEL: &str = "nodepool_node_label";
+    pub const GROUPS: &str = "groups";
+    /// Image properties of our uploads.
+    pub const BUILD_ID: &str = "nodepool_build_id";
+    pub const UPLOAD_ID: &str = "nodepool_upload_id";
+}
+
+/// Everything the planner decides from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct World {
+    /// The time the plan is made for (unix seconds).
+    pub now: i64,
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub requests: Vec<NodeRequest>,
+    #[serde(default)]
+    pub builds: Vec<ImageBuild>,
+    #[serde(default)]
+    pub uploads: Vec<ImageUpload>,
+    #[serde(default)]
+    pub leak_sightings: Vec<LeakSighting>,
+    /// Per provider name: what its cloud showed, or why it could not be observed.
+    #[serde(default)]
+    pub clouds: BTreeMap<String, CloudState>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CloudState {
+    /// A complete observation (every list call succeeded).
+    Observed(CloudView),
+    /// The cloud could not be observed: the planner changes nothing there.
+    Unavailable { error: String },
+}
+
+/// One complete observation of a provider's cloud.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CloudView {
+    #[serde(default)]
+    pub servers: Vec<ObservedServer>,
+    #[serde(default)]
+    pub images: Vec<ObservedImage>,
+    #[serde(default)]
+    pub floating_ips: Vec<ObservedFloatingIp>,
+    #[serde(default)]
+    pub ports: Vec<ObservedPort>,
+    #[serde(default)]
+    pub flavors: Vec<ObservedFlavor>,
+    #[serde(default)]
+    pub limits: ObservedLimits,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedServer {
+    pub id: String,
+    pub name: String,
+    /// Nova's status: BUILD, ACTIVE, ERROR, ...
+    pub status: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Unix seconds.
+    pub created: i64,
+    #[serde(default)]
+    pub vcpus: u64,
+    #[serde(default)]
+    pub ram_mb: u64,
+    /// The fault message of a server in ERROR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ipv6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub az: Option<String>,
+}
+
+impl ObservedServer {
+    /// The provider this server says it belongs to (our metadata), if any.
+    pub fn owner(&self) -> Option<&str> {
+        self.metadata.get(meta::PROVIDER).map(String::as_str)
+    }
+    pub fn node_id(&self) -> Option<&str> {
+        self.metadata.get(meta::NODE_ID).map(String::as_str)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedImage {
+    pub id: String,
+    pub name: String,
+    /// Glance's status: queued, saving, active, ...
+    pub status: String,
+    #[serde(default)]
+    pub created: i64,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedFloatingIp {
+    pub id: String,
+    pub address: String,
+    /// `None`: attached to nothing.
+    #[serde(default)]
+    pub port_id: Option<String>,
+    #[serde(default)]
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedPort {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub device_owner: String,
+    #[serde(default)]
+    pub device_id: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedFlavor {
+    pub id: String,
+    pub name: String,
+    pub vcpus: u64,
+    pub ram_mb: u64,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A quota: `limit` `None` means unlimited; `used` counts every server of the project.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub used: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedLimits {
+    #[serde(default)]
+    pub instances: Quota,
+    #[serde(default)]
+    pub cores: Quota,
+    #[serde(default)]
+    pub ram_mb: Quota,
+}
+
+impl World {
+    /// The observation of `provider`, if it was observed completely.
+    pub fn view(&self, provider: &str) -> Option<&CloudView> {
+        match self.clouds.get(provider) {
+            Some(CloudState::Observed(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
