@@ -177,3 +177,118 @@ impl Drop for LeaseGuard {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{NewNode, Store};
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    /// Makes the current lease look lapsed, as if its holder stopped renewing long ago.
+    fn lapse(store: &Store) {
+        store
+            .conn
+            .execute("UPDATE lease SET expires_at = ?1", params![now_unix() - 1])
+            .unwrap();
+    }
+
+    #[test]
+    fn second_writer_is_refused_with_the_holder_named() {
+        let store = Store::open_in_memory().unwrap();
+        let first = store
+            .acquire_lease("apply pid 1234 on host h", TTL)
+            .unwrap();
+        assert_eq!(first.holder(), "apply pid 1234 on host h");
+        assert!(first.expires_at() >= first.acquired_at() + 30);
+        let err = store
+            .acquire_lease("apply pid 99 on host k", TTL)
+            .unwrap_err();
+        match &err {
+            StateError::LeaseHeld { holder, since, .. } => {
+                assert_eq!(holder, "apply pid 1234 on host h");
+                assert_eq!(*since, first.acquired_at());
+            }
+            other => panic!("unexpected {other}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("held by apply pid 1234 on host h since "),
+            "{text}"
+        );
+        assert!(text.contains("ago)"), "{text}");
+    }
+
+    #[test]
+    fn drop_releases_and_waiting_acquire_gets_it() {
+        let store = Store::open_in_memory().unwrap();
+        let first = store.acquire_lease("a", TTL).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let started = Instant::now();
+        let second = store
+            .acquire_lease_waiting("b", TTL, Duration::from_secs(20))
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert_eq!(second.holder(), "b");
+        releaser.join().unwrap();
+        assert!(second.release().unwrap());
+        store.acquire_lease("c", TTL).unwrap();
+    }
+
+    #[test]
+    fn waiting_gives_up_at_the_deadline() {
+        let store = Store::open_in_memory().unwrap();
+        let _held = store.acquire_lease("a", TTL).unwrap();
+        let started = Instant::now();
+        let err = store
+            .acquire_lease_waiting("b", TTL, Duration::from_millis(300))
+            .unwrap_err();
+        assert!(matches!(err, StateError::LeaseHeld { ref holder, .. } if holder == "a"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn lapsed_lease_is_taken_over_and_the_old_holder_is_fenced() {
+        let mut store = Store::open_in_memory().unwrap();
+        let mut old = store.acquire_lease("old", TTL).unwrap();
+        // Renewing an unexpired lease works and moves nothing else.
+        old.renew().unwrap();
+        store
+            .write_under_lease(&old, |w| w.insert_node(&NewNode::new("p", "main", "l")))
+            .unwrap();
+        // A lapsed lease nobody took is still ours.
+        lapse(&store);
+        old.renew().unwrap();
+        lapse(&store);
+        let new = store.acquire_lease("new", TTL).unwrap();
+        assert!(matches!(old.renew(), Err(StateError::LeaseLost { .. })));
+        let fenced =
+            store.write_under_lease(&old, |w| w.insert_node(&NewNode::new("p", "main", "l")));
+        assert!(matches!(fenced, Err(StateError::LeaseLost { .. })));
+        assert_eq!(
+            store.read().nodes().unwrap().len(),
+            1,
+            "the fenced write was rolled back"
+        );
+        // The old guard's release/drop must not free the new holder's lease.
+        assert!(!old.release().unwrap());
+        assert!(matches!(
+            store.acquire_lease("third", TTL),
+            Err(StateError::LeaseHeld { ref holder, .. }) if holder == "new"
+        ));
+        store
+            .write_under_lease(&new, |w| w.insert_node(&NewNode::new("p", "main", "l")))
+            .unwrap();
+    }
+
+    #[test]
+    fn expiry_rounds_up() {
+        let before = now_unix_ms();
+        let e = expiry(Duration::from_millis(1500));
+        assert!(e * 1000 >= before + 1500);
+        assert!(e * 1000 <= now_unix_ms() + 1500 + 1000);
+    }
+}

@@ -26,6 +26,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     sql: include_str!("schema_v1.sql"),
 }];
 
+/// The SQL of one schema version's migration (for tests and tooling that check released
+/// migrations stay frozen).
+pub fn migration_sql(version: u32) -> Option<&'static str> {
+    MIGRATIONS
+        .iter()
+        .find(|m| m.version == version)
+        .map(|m| m.sql)
+}
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 

@@ -75,7 +75,7 @@ pub use image::{
 pub use journal::{JournalEntry, JournalStatus, NewJournalEntry};
 pub use leak::{LeakKind, LeakSighting};
 pub use lease::LeaseGuard;
-pub use migrations::SCHEMA_VERSION;
+pub use migrations::{SCHEMA_VERSION, migration_sql};
 pub use node::{NewNode, Node, NodeDetails, NodeState, StateCount};
 pub use request::{NewRequest, NodeRequest, RequestState};
 pub use revision::{ConfigRevision, ConfigStatus, NewConfigRevision};
