@@ -6,3 +6,4 @@
 pub mod config;
 pub mod reconcile;
 pub mod secret;
+pub mod state;

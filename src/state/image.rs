@@ -1,0 +1,597 @@
+//! Image builds (disk images we built) and image uploads (a build uploaded to a provider).
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::macros::text_enum;
+use super::{Reader, StateError, WriteTx, now_unix};
+
+text_enum! {
+    /// A disk-image build: `building → ready | failed | deleting`, `ready → deleting`,
+    /// `failed → deleting`; the row is removed from `deleting` once its files are gone.
+    pub enum BuildState ("build state") {
+        Building => "building",
+        Ready => "ready",
+        Failed => "failed",
+        Deleting => "deleting",
+    }
+}
+
+impl BuildState {
+    pub fn can_transition_to(self, to: BuildState) -> bool {
+        use BuildState::*;
+        matches!(
+            (self, to),
+            (Building, Ready | Failed | Deleting) | (Ready, Deleting) | (Failed, Deleting)
+        )
+    }
+}
+
+text_enum! {
+    /// An upload: `uploading → ready | failed | deleting`, `ready → deleting`,
+    /// `failed → deleting`; the row is removed from `deleting` once the cloud image is gone.
+    /// A retry after `failed` is a new upload row (attempts within one row count the
+    /// re-sends of a single upload).
+    pub enum UploadState ("upload state") {
+        Uploading => "uploading",
+        Ready => "ready",
+        Failed => "failed",
+        Deleting => "deleting",
+    }
+}
+
+impl UploadState {
+    pub fn can_transition_to(self, to: UploadState) -> bool {
+        use UploadState::*;
+        matches!(
+            (self, to),
+            (Uploading, Ready | Failed | Deleting) | (Ready, Deleting) | (Failed, Deleting)
+        )
+    }
+}
+
+/// An image build row (`nodepool dib-image-list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageBuild {
+    pub id: String,
+    pub image_name: String,
+    pub state: BuildState,
+    pub state_time: i64,
+    /// Formats produced (`qcow2`, `raw`, `vhd`, ...).
+    pub formats: Vec<String>,
+    /// Hostname of the builder.
+    pub builder: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub log_path: Option<String>,
+    pub size_bytes: Option<i64>,
+}
+
+/// A build to start (state `building`, started now).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewBuild {
+    pub image_name: String,
+    pub builder: Option<String>,
+    pub log_path: Option<String>,
+}
+
+/// An image upload row (`nodepool image-list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageUpload {
+    pub id: String,
+    /// The build uploaded (`None` for an image not built here).
+    pub build_id: Option<String>,
+    pub image_name: String,
+    pub provider: String,
+    pub format: Option<String>,
+    pub state: UploadState,
+    pub state_time: i64,
+    pub created_at: i64,
+    #[serde(flatten)]
+    pub details: UploadDetails,
+}
+
+/// The mutable attributes of an upload (changed with [`WriteTx::update_upload`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UploadDetails {
+    /// The cloud's image id, once known.
+    pub external_id: Option<String>,
+    /// The image name in the cloud.
+    pub external_name: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// An upload to start (state `uploading`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewUpload {
+    pub build_id: Option<String>,
+    pub image_name: String,
+    pub provider: String,
+    pub format: Option<String>,
+    pub external_name: String,
+}
+
+const BUILD_SELECT: &str = "SELECT id, image_name, state, state_time, formats, builder, \
+                            started_at, finished_at, exit_code, log_path, size_bytes FROM image_builds";
+
+const UPLOAD_SELECT: &str = "SELECT id, build_id, image_name, provider, format, state, state_time, \
+                             created_at, external_id, external_name, attempts, last_error FROM image_uploads";
+
+fn build_from_row(r: &Row<'_>) -> rusqlite::Result<ImageBuild> {
+    let formats: String = r.get(4)?;
+    Ok(ImageBuild {
+        id: r.get(0)?,
+        image_name: r.get(1)?,
+        state: r.get(2)?,
+        state_time: r.get(3)?,
+        formats: serde_json::from_str(&formats).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        builder: r.get(5)?,
+        started_at: r.get(6)?,
+        finished_at: r.get(7)?,
+        exit_code: r.get(8)?,
+        log_path: r.get(9)?,
+        size_bytes: r.get(10)?,
+    })
+}
+
+fn upload_from_row(r: &Row<'_>) -> rusqlite::Result<ImageUpload> {
+    Ok(ImageUpload {
+        id: r.get(0)?,
+        build_id: r.get(1)?,
+        image_name: r.get(2)?,
+        provider: r.get(3)?,
+        format: r.get(4)?,
+        state: r.get(5)?,
+        state_time: r.get(6)?,
+        created_at: r.get(7)?,
+        details: UploadDetails {
+            external_id: r.get(8)?,
+            external_name: r.get(9)?,
+            attempts: r.get(10)?,
+            last_error: r.get(11)?,
+        },
+    })
+}
+
+fn not_found(kind: &'static str, id: &str) -> StateError {
+    StateError::NotFound {
+        kind,
+        id: id.to_owned(),
+    }
+}
+
+impl WriteTx<'_> {
+    /// Starts a build record (state `building`).
+    pub fn insert_build(&self, new: &NewBuild) -> Result<ImageBuild, StateError> {
+        let now = now_unix();
+        let build = ImageBuild {
+            id: self.next_text_id("build")?,
+            image_name: new.image_name.clone(),
+            state: BuildState::Building,
+            state_time: now,
+            formats: Vec::new(),
+            builder: new.builder.clone(),
+            started_at: now,
+            finished_at: None,
+            exit_code: None,
+            log_path: new.log_path.clone(),
+            size_bytes: None,
+        };
+        self.tx
+            .prepare_cached(
+                "INSERT INTO image_builds (id, image_name, state, state_time, formats, builder, \
+                 started_at, finished_at, exit_code, log_path, size_bytes) \
+                 VALUES (?1, ?2, ?3, ?4, '[]', ?5, ?6, NULL, NULL, ?7, NULL)",
+            )?
+            .execute(params![
+                build.id,
+                build.image_name,
+                build.state,
+                build.state_time,
+                build.builder,
+                build.started_at,
+                build.log_path
+            ])?;
+        Ok(build)
+    }
+
+    /// Records the end of a build: `ready` with its formats and size if `exit_code` is 0,
+    /// `failed` otherwise.
+    pub fn finish_build(
+        &self,
+        id: &str,
+        exit_code: i32,
+        formats: &[String],
+        size_bytes: Option<i64>,
+    ) -> Result<ImageBuild, StateError> {
+        let to = if exit_code == 0 {
+            BuildState::Ready
+        } else {
+            BuildState::Failed
+        };
+        self.set_build_state(id, to)?;
+        self.tx
+            .prepare_cached(
+                "UPDATE image_builds SET finished_at = ?2, exit_code = ?3, formats = ?4, \
+                 size_bytes = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                now_unix(),
+                exit_code,
+                serde_json::to_string(formats)?,
+                size_bytes
+            ])?;
+        self.read().build(id)?.ok_or_else(|| not_found("build", id))
+    }
+
+    /// Moves a build along [`BuildState::can_transition_to`].
+    pub fn set_build_state(&self, id: &str, to: BuildState) -> Result<ImageBuild, StateError> {
+        let mut build = self
+            .read()
+            .build(id)?
+            .ok_or_else(|| not_found("build", id))?;
+        if !build.state.can_transition_to(to) {
+            return Err(StateError::IllegalTransition {
+                kind: "build",
+                id: id.to_owned(),
+                from: build.state.to_string(),
+                to: to.to_string(),
+            });
+        }
+        let now = now_unix();
+        self.tx
+            .prepare_cached("UPDATE image_builds SET state = ?2, state_time = ?3 WHERE id = ?1")?
+            .execute(params![id, to, now])?;
+        build.state = to;
+        build.state_time = now;
+        Ok(build)
+    }
+
+    /// Removes a `deleting` build that has no upload rows left.
+    pub fn remove_build(&self, id: &str) -> Result<(), StateError> {
+        let build = self
+            .read()
+            .build(id)?
+            .ok_or_else(|| not_found("build", id))?;
+        if build.state != BuildState::Deleting {
+            return Err(StateError::IllegalTransition {
+                kind: "build",
+                id: id.to_owned(),
+                from: build.state.to_string(),
+                to: "removed".into(),
+            });
+        }
+        // The foreign key from image_uploads refuses the delete while uploads remain.
+        self.tx
+            .prepare_cached("DELETE FROM image_builds WHERE id = ?1")?
+            .execute(params![id])?;
+        Ok(())
+    }
+
+    /// Starts an upload record (state `uploading`, 0 attempts).
+    pub fn insert_upload(&self, new: &NewUpload) -> Result<ImageUpload, StateError> {
+        let now = now_unix();
+        let upload = ImageUpload {
+            id: self.next_text_id("upload")?,
+            build_id: new.build_id.clone(),
+            image_name: new.image_name.clone(),
+            provider: new.provider.clone(),
+            format: new.format.clone(),
+            state: UploadState::Uploading,
+            state_time: now,
+            created_at: now,
+            details: UploadDetails {
+                external_id: None,
+                external_name: new.external_name.clone(),
+                attempts: 0,
+                last_error: None,
+            },
+        };
+        self.tx
+            .prepare_cached(
+                "INSERT INTO image_uploads (id, build_id, image_name, provider, format, state, \
+                 state_time, created_at, external_id, external_name, attempts, last_error) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, 0, NULL)",
+            )?
+            .execute(params![
+                upload.id,
+                upload.build_id,
+                upload.image_name,
+                upload.provider,
+                upload.format,
+                upload.state,
+                upload.state_time,
+                upload.created_at,
+                upload.details.external_name
+            ])?;
+        Ok(upload)
+    }
+
+    /// Moves an upload along [`UploadState::can_transition_to`].
+    pub fn set_upload_state(&self, id: &str, to: UploadState) -> Result<ImageUpload, StateError> {
+        let mut upload = self
+            .read()
+            .upload(id)?
+            .ok_or_else(|| not_found("upload", id))?;
+        if !upload.state.can_transition_to(to) {
+            return Err(StateError::IllegalTransition {
+                kind: "upload",
+                id: id.to_owned(),
+                from: upload.state.to_string(),
+                to: to.to_string(),
+            });
+        }
+        let now = now_unix();
+        self.tx
+            .prepare_cached("UPDATE image_uploads SET state = ?2, state_time = ?3 WHERE id = ?1")?
+            .execute(params![id, to, now])?;
+        upload.state = to;
+        upload.state_time = now;
+        Ok(upload)
+    }
+
+    /// Changes an upload's details (never its state).
+    pub fn update_upload(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut UploadDetails),
+    ) -> Result<ImageUpload, StateError> {
+        let mut upload = self
+            .read()
+            .upload(id)?
+            .ok_or_else(|| not_found("upload", id))?;
+        f(&mut upload.details);
+        let d = &upload.details;
+        self.tx
+            .prepare_cached(
+                "UPDATE image_uploads SET external_id = ?2, external_name = ?3, attempts = ?4, \
+                 last_error = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                d.external_id,
+                d.external_name,
+                d.attempts,
+                d.last_error
+            ])?;
+        Ok(upload)
+    }
+
+    /// Removes a `deleting` upload (its cloud image is gone).
+    pub fn remove_upload(&self, id: &str) -> Result<(), StateError> {
+        let upload = self
+            .read()
+            .upload(id)?
+            .ok_or_else(|| not_found("upload", id))?;
+        if upload.state != UploadState::Deleting {
+            return Err(StateError::IllegalTransition {
+                kind: "upload",
+                id: id.to_owned(),
+                from: upload.state.to_string(),
+                to: "removed".into(),
+            });
+        }
+        self.tx
+            .prepare_cached("DELETE FROM image_uploads WHERE id = ?1")?
+            .execute(params![id])?;
+        Ok(())
+    }
+}
+
+impl Reader<'_> {
+    fn query_builds(
+        &self,
+        tail: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<ImageBuild>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{BUILD_SELECT} {tail}"))?;
+        let rows = stmt.query_map(p, build_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn query_uploads(
+        &self,
+        tail: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<ImageUpload>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{UPLOAD_SELECT} {tail}"))?;
+        let rows = stmt.query_map(p, upload_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn build(&self, id: &str) -> Result<Option<ImageBuild>, StateError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!("{BUILD_SELECT} WHERE id = ?1"))?
+            .query_row(params![id], build_from_row)
+            .optional()?)
+    }
+
+    /// Every build, by image then id (`nodepool dib-image-list`).
+    pub fn builds(&self) -> Result<Vec<ImageBuild>, StateError> {
+        self.query_builds("ORDER BY image_name, id", [])
+    }
+
+    /// The builds of one image, newest first.
+    pub fn builds_of_image(&self, image_name: &str) -> Result<Vec<ImageBuild>, StateError> {
+        self.query_builds(
+            "WHERE image_name = ?1 ORDER BY id DESC",
+            params![image_name],
+        )
+    }
+
+    pub fn upload(&self, id: &str) -> Result<Option<ImageUpload>, StateError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!("{UPLOAD_SELECT} WHERE id = ?1"))?
+            .query_row(params![id], upload_from_row)
+            .optional()?)
+    }
+
+    /// Every upload, by image, provider, then id (`nodepool image-list`).
+    pub fn uploads(&self) -> Result<Vec<ImageUpload>, StateError> {
+        self.query_uploads("ORDER BY image_name, provider, id", [])
+    }
+
+    /// The uploads of one image to one provider, newest first.
+    pub fn uploads_for(
+        &self,
+        image_name: &str,
+        provider: &str,
+    ) -> Result<Vec<ImageUpload>, StateError> {
+        self.query_uploads(
+            "WHERE image_name = ?1 AND provider = ?2 ORDER BY id DESC",
+            params![image_name, provider],
+        )
+    }
+
+    /// Every upload to one provider, in id order (`info PROVIDER`; the images we own there,
+    /// which `alien-image-list` subtracts from what the cloud lists).
+    pub fn uploads_of_provider(&self, provider: &str) -> Result<Vec<ImageUpload>, StateError> {
+        self.query_uploads("WHERE provider = ?1 ORDER BY id", params![provider])
+    }
+
+    /// The uploads of one build.
+    pub fn uploads_of_build(&self, build_id: &str) -> Result<Vec<ImageUpload>, StateError> {
+        self.query_uploads("WHERE build_id = ?1 ORDER BY id", params![build_id])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::*;
+
+    #[test]
+    fn build_lifecycle() {
+        let mut store = Store::open_in_memory().unwrap();
+        let new = NewBuild {
+            image_name: "ubuntu-noble".into(),
+            builder: Some("nb01".into()),
+            log_path: Some("/var/log/nodepool/builds/ubuntu-noble-0000000001.log".into()),
+        };
+        let b1 = store.write(|w| w.insert_build(&new)).unwrap();
+        let b2 = store.write(|w| w.insert_build(&new)).unwrap();
+        assert_eq!(b1.state, BuildState::Building);
+        let done = store
+            .write(|w| w.finish_build(&b1.id, 0, &["qcow2".into(), "raw".into()], Some(4096)))
+            .unwrap();
+        assert_eq!(done.state, BuildState::Ready);
+        assert_eq!(done.formats, vec!["qcow2", "raw"]);
+        assert_eq!(done.exit_code, Some(0));
+        assert!(done.finished_at.is_some());
+        let failed = store
+            .write(|w| w.finish_build(&b2.id, 1, &[], None))
+            .unwrap();
+        assert_eq!(failed.state, BuildState::Failed);
+        let newest: Vec<_> = store
+            .read()
+            .builds_of_image("ubuntu-noble")
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(newest, vec![b2.id.clone(), b1.id.clone()]);
+        // ready -> building is not a transition; removal only from deleting.
+        assert!(
+            store
+                .write(|w| w.set_build_state(&b1.id, BuildState::Building))
+                .is_err()
+        );
+        assert!(store.write(|w| w.remove_build(&b1.id)).is_err());
+        store
+            .write(|w| w.set_build_state(&b1.id, BuildState::Deleting))
+            .unwrap();
+        store.write(|w| w.remove_build(&b1.id)).unwrap();
+        assert_eq!(store.read().builds().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn uploads_newest_first_and_build_kept_while_uploaded() {
+        let mut store = Store::open_in_memory().unwrap();
+        let build = store
+            .write(|w| {
+                w.insert_build(&NewBuild {
+                    image_name: "img".into(),
+                    ..NewBuild::default()
+                })
+            })
+            .unwrap();
+        let new = |provider: &str| NewUpload {
+            build_id: Some(build.id.clone()),
+            image_name: "img".into(),
+            provider: provider.into(),
+            format: Some("qcow2".into()),
+            external_name: format!("img-{}", build.id),
+        };
+        let u1 = store.write(|w| w.insert_upload(&new("a"))).unwrap();
+        let _u2 = store.write(|w| w.insert_upload(&new("b"))).unwrap();
+        let u3 = store.write(|w| w.insert_upload(&new("a"))).unwrap();
+        let for_a: Vec<_> = store
+            .read()
+            .uploads_for("img", "a")
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(for_a, vec![u3.id.clone(), u1.id.clone()]);
+        let ready = store
+            .write(|w| {
+                w.update_upload(&u1.id, |d| {
+                    d.external_id = Some("9f0c-image-uuid".into());
+                    d.attempts = 1;
+                })?;
+                w.set_upload_state(&u1.id, UploadState::Ready)
+            })
+            .unwrap();
+        assert_eq!(
+            ready.details.external_id.as_deref(),
+            Some("9f0c-image-uuid")
+        );
+        assert_eq!(store.read().uploads_of_build(&build.id).unwrap().len(), 3);
+        assert_eq!(store.read().uploads_of_provider("b").unwrap().len(), 1);
+
+        // A build with uploads cannot be removed (foreign key), even from deleting.
+        store
+            .write(|w| {
+                w.finish_build(&build.id, 0, &["qcow2".into()], None)?;
+                w.set_build_state(&build.id, BuildState::Deleting)
+            })
+            .unwrap();
+        assert!(store.write(|w| w.remove_build(&build.id)).is_err());
+        assert!(store.write(|w| w.remove_upload(&u1.id)).is_err());
+        store
+            .write(|w| {
+                for u in w.read().uploads_of_build(&build.id)? {
+                    w.set_upload_state(&u.id, UploadState::Deleting)?;
+                    w.remove_upload(&u.id)?;
+                }
+                w.remove_build(&build.id)
+            })
+            .unwrap();
+        assert!(store.read().uploads().unwrap().is_empty());
+    }
+
+    #[test]
+    fn state_machines() {
+        for from in UploadState::ALL {
+            assert!(!from.can_transition_to(*from));
+            assert!(!from.can_transition_to(UploadState::Uploading));
+        }
+        for from in BuildState::ALL {
+            assert!(!from.can_transition_to(BuildState::Building));
+        }
+        assert!(UploadState::Uploading.can_transition_to(UploadState::Ready));
+        assert!(!UploadState::Deleting.can_transition_to(UploadState::Ready));
+        assert!(!BuildState::Failed.can_transition_to(BuildState::Ready));
+    }
+}
