@@ -4,7 +4,9 @@ use snapbox::cmd::{Command, cargo_bin};
 use std::path::Path;
 
 fn nodepool() -> Command {
-    Command::new(cargo_bin!("nodepool")).env_remove("NODEPOOL_CONFIG").env_remove("NODEPOOL_SECURE")
+    Command::new(cargo_bin!("nodepool"))
+        .env_remove("NODEPOOL_CONFIG")
+        .env_remove("NODEPOOL_SECURE")
 }
 
 #[test]
@@ -15,7 +17,10 @@ fn valid_repo_exits_zero() {
         .arg(&repo)
         .assert()
         .success()
-        .stdout_eq(format!("{}: configuration is valid (0 warnings)\n", repo.join("nodepool.yaml").display()));
+        .stdout_eq(format!(
+            "{}: configuration is valid (0 warnings)\n",
+            repo.join("nodepool.yaml").display()
+        ));
 }
 
 #[test]
@@ -23,7 +28,13 @@ fn invalid_file_exits_one_with_line_and_hint() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("nodepool.yaml");
     std::fs::write(&f, "labels:\n  - name: a\n    min-rady: 1\nbogus: 1\n").unwrap();
-    let out = nodepool().args(["config-validate", "-c"]).arg(&f).assert().code(1).get_output().clone();
+    let out = nodepool()
+        .args(["config-validate", "-c"])
+        .arg(&f)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
     let stderr = String::from_utf8(out.stderr).unwrap();
     let file = f.display();
     assert_eq!(
@@ -33,7 +44,11 @@ fn invalid_file_exits_one_with_line_and_hint() {
              {file}:4:1: error: bogus: unknown key\n"
         )
     );
-    assert!(String::from_utf8(out.stdout).unwrap().contains("invalid: 2 errors, 0 warnings"));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("invalid: 2 errors, 0 warnings")
+    );
 }
 
 #[test]
@@ -58,7 +73,12 @@ fn json_output_is_versioned_and_secret_free() {
     let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["valid"], false);
-    let paths: Vec<&str> = doc["diagnostics"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = doc["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
     assert!(paths.contains(&"providers[0].rate"), "{paths:?}");
     assert!(paths.contains(&"providers[0].auth-url"), "{paths:?}"); // no project
 }

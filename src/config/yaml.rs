@@ -77,10 +77,12 @@ pub struct YamlError {
 
 /// The options every config file is parsed with: YAML 1.1 booleans (`yes`/`on`) as PyYAML
 /// reads them, merge keys, duplicate keys rejected, and the default alias-bomb budget.
+/// Numbers written with leading zeros (`0755`, `0000000042`) stay strings: an id or a
+/// release must never silently become a different number.
 fn options() -> Options {
     let mut opts = Options::default();
     opts.strict_booleans = false;
-    opts.legacy_octal_numbers = true;
+    opts.leading_zero_numbers_as_strings = true;
     opts
 }
 
@@ -310,6 +312,15 @@ mod tests {
         assert_eq!(
             v,
             json!({"a": true, "b": false, "c": "yes", "d": "y", "e": ["N", "n"]})
+        );
+    }
+
+    #[test]
+    fn leading_zeros_stay_strings() {
+        let (v, _) = parse("a: 0000000008\nb: 0755\nc: 10\nd: 0.5\n").unwrap();
+        assert_eq!(
+            v,
+            json!({"a": "0000000008", "b": "0755", "c": 10, "d": 0.5})
         );
     }
 

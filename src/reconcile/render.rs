@@ -102,8 +102,17 @@ mod tests {
 
     #[test]
     fn diff_is_unified_with_headers() {
-        let d = config_diff("a/nodepool.yaml", "x: 1\ny: 2\n", "b/nodepool.yaml", "x: 1\ny: 3\n").unwrap();
-        assert_eq!(d, "--- a/nodepool.yaml\n+++ b/nodepool.yaml\n@@ -1,2 +1,2 @@\n x: 1\n-y: 2\n+y: 3\n");
+        let d = config_diff(
+            "a/nodepool.yaml",
+            "x: 1\ny: 2\n",
+            "b/nodepool.yaml",
+            "x: 1\ny: 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            "--- a/nodepool.yaml\n+++ b/nodepool.yaml\n@@ -1,2 +1,2 @@\n x: 1\n-y: 2\n+y: 3\n"
+        );
         assert!(config_diff("a", "same\n", "b", "same\n").is_none());
     }
 

@@ -1,7 +1,7 @@
 //! Image builds (disk images we built) and image uploads (a build uploaded to a provider).
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::macros::text_enum;
 use super::{Reader, StateError, WriteTx, now_unix};
@@ -51,7 +51,7 @@ impl UploadState {
 }
 
 /// An image build row (`nodepool dib-image-list`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageBuild {
     pub id: String,
     pub image_name: String,
@@ -77,7 +77,7 @@ pub struct NewBuild {
 }
 
 /// An image upload row (`nodepool image-list`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageUpload {
     pub id: String,
     /// The build uploaded (`None` for an image not built here).
@@ -93,7 +93,8 @@ pub struct ImageUpload {
 }
 
 /// The mutable attributes of an upload (changed with [`WriteTx::update_upload`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct UploadDetails {
     /// The cloud's image id, once known.
     pub external_id: Option<String>,

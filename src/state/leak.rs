@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Row, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::macros::text_enum;
 use super::{Reader, StateError, WriteTx, now_unix};
@@ -20,7 +20,7 @@ text_enum! {
 }
 
 /// A resource seen unowned on `count` consecutive observations.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeakSighting {
     pub provider: String,
     pub kind: LeakKind,

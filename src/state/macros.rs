@@ -1,7 +1,7 @@
 //! A macro for the store's small state enums (stored as text, serialised as text).
 
 /// Declares a fieldless enum whose variants map one-to-one onto lower-case names: `as_str`,
-/// `ALL`, `Display`, `FromStr` (error: [`super::ParseStateError`]), `Serialize`, and the
+/// `ALL`, `Display`, `FromStr` (error: [`super::ParseStateError`]), `Serialize`, `Deserialize`, and the
 /// rusqlite `ToSql`/`FromSql` conversions (a stored name that is not known fails the read).
 macro_rules! text_enum {
     (
@@ -50,6 +50,13 @@ macro_rules! text_enum {
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
             }
         }
 

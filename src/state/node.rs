@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use rusqlite::{OptionalExtension, Row, Statement, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::macros::text_enum;
 use super::{Reader, StateError, WriteTx, now_unix};
@@ -78,7 +78,8 @@ impl NodeState {
 
 /// The mutable attributes of a node: everything except identity (id, provider, pool, label,
 /// hostname), state and the timestamps. Changed with [`WriteTx::update_node`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeDetails {
     /// The cloud's server UUID once the create request was answered.
     pub server_id: Option<String>,
@@ -122,7 +123,7 @@ pub struct NodeDetails {
 }
 
 /// A node row.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     /// Zero-padded sequence number, e.g. `"0000000042"`.
     pub id: String,

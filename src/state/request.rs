@@ -1,7 +1,7 @@
 //! Node requests: what consumers asked for, and in which order they are served.
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::macros::text_enum;
 use super::{Reader, StateError, WriteTx, now_unix};
@@ -35,7 +35,7 @@ impl RequestState {
 }
 
 /// A node request row.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRequest {
     pub id: String,
     pub state: RequestState,
@@ -50,6 +50,7 @@ pub struct NodeRequest {
     /// Why it failed or was declined.
     pub declined_reason: Option<String>,
     /// Node ids assigned, in label order.
+    #[serde(default)]
     pub nodes: Vec<String>,
 }
 

@@ -43,12 +43,17 @@ fn image(
         let upload = world
             .uploads
             .iter()
-            .filter(|u| u.provider == provider.name && &u.image_name == diskimage && u.state == UploadState::Ready)
             .filter(|u| {
-                u.details
-                    .external_id
-                    .as_deref()
-                    .is_some_and(|id| view.images.iter().any(|i| i.id == id && i.status == "active"))
+                u.provider == provider.name
+                    && &u.image_name == diskimage
+                    && u.state == UploadState::Ready
+            })
+            .filter(|u| {
+                u.details.external_id.as_deref().is_some_and(|id| {
+                    view.images
+                        .iter()
+                        .any(|i| i.id == id && i.status == "active")
+                })
             })
             .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         return match upload {
@@ -75,7 +80,9 @@ fn image(
         .filter(|i| i.status == "active")
         .filter(|i| match (&ci.image_id, &ci.image_filters) {
             (Some(id), _) => &i.id == id,
-            (None, Some(filters)) => filters.iter().all(|(k, v)| i.properties.get(k) == Some(&v.0)),
+            (None, Some(filters)) => filters
+                .iter()
+                .all(|(k, v)| i.properties.get(k) == Some(&v.0)),
             (None, None) => i.name == ci.image_name.as_deref().unwrap_or(&ci.name),
         })
         .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
@@ -87,7 +94,10 @@ fn image(
             ci.image_id
                 .as_deref()
                 .map(|id| format!("id {id}"))
-                .unwrap_or_else(|| format!("name {}", ci.image_name.as_deref().unwrap_or(&ci.name))),
+                .unwrap_or_else(|| format!(
+                    "name {}",
+                    ci.image_name.as_deref().unwrap_or(&ci.name)
+                )),
             provider.name
         )),
     }
@@ -100,9 +110,13 @@ pub fn flavor<'v>(view: &'v CloudView, label: &PoolLabel) -> Result<&'v Observed
     let usable = view.flavors.iter().filter(|f| !f.disabled);
     let found = match (label.min_ram, &label.flavor_name) {
         (Some(min), name) => usable
-            .filter(|f| f.ram_mb >= min && name.as_ref().is_none_or(|n| f.name.contains(n.as_str())))
+            .filter(|f| {
+                f.ram_mb >= min && name.as_ref().is_none_or(|n| f.name.contains(n.as_str()))
+            })
             .min_by(|a, b| (a.ram_mb, a.vcpus, &a.name).cmp(&(b.ram_mb, b.vcpus, &b.name))),
-        (None, Some(name)) => usable.into_iter().find(|f| &f.name == name || &f.id == name),
+        (None, Some(name)) => usable
+            .into_iter()
+            .find(|f| &f.name == name || &f.id == name),
         (None, None) => None,
     };
     found.ok_or_else(|| match (label.min_ram, &label.flavor_name) {

@@ -89,7 +89,8 @@ impl Capacity {
         let mut providers = BTreeMap::new();
         for p in &config.providers {
             let mut cap = ProviderCap::default();
-            let ignore = p.pools.iter().all(|pool| pool.ignore_provider_quota) && !p.pools.is_empty();
+            let ignore =
+                p.pools.iter().all(|pool| pool.ignore_provider_quota) && !p.pools.is_empty();
             if let Some(view) = world.view(&p.name)
                 && !ignore
             {
@@ -100,7 +101,11 @@ impl Capacity {
                     ram_mb: l.ram_mb.limit,
                 };
                 let mut ours_in_cloud = Size::default();
-                for s in view.servers.iter().filter(|s| s.owner() == Some(p.name.as_str())) {
+                for s in view
+                    .servers
+                    .iter()
+                    .filter(|s| s.owner() == Some(p.name.as_str()))
+                {
                     ours_in_cloud.add(Size::server(s.vcpus, s.ram_mb));
                 }
                 cap.others = Size {
@@ -174,9 +179,24 @@ impl Capacity {
         }
         let used = |others: u64, ours: u64| others + ours;
         for (what, limit, u, add) in [
-            ("instances", p.limit.instances, used(p.others.instances, p.ours.instances), size.instances),
-            ("cores", p.limit.cores, used(p.others.cores, p.ours.cores), size.cores),
-            ("ram", p.limit.ram_mb, used(p.others.ram_mb, p.ours.ram_mb), size.ram_mb),
+            (
+                "instances",
+                p.limit.instances,
+                used(p.others.instances, p.ours.instances),
+                size.instances,
+            ),
+            (
+                "cores",
+                p.limit.cores,
+                used(p.others.cores, p.ours.cores),
+                size.cores,
+            ),
+            (
+                "ram",
+                p.limit.ram_mb,
+                used(p.others.ram_mb, p.ours.ram_mb),
+                size.ram_mb,
+            ),
         ] {
             if over(limit, u, add) {
                 return Err(NoRoom(format!(

@@ -25,12 +25,21 @@ fn slots<'c>(config: &'c Config, label: &str) -> Vec<Slot<'c>> {
                 pool.labels
                     .iter()
                     .filter(move |l| l.name == label)
-                    .map(move |l| Slot { provider: p, pool, label: l })
+                    .map(move |l| Slot {
+                        provider: p,
+                        pool,
+                        label: l,
+                    })
             })
         })
         .collect();
     // Lower priority numbers first (the pool's, else its provider's); then config order.
-    out.sort_by_key(|s| (s.pool.priority.unwrap_or(s.provider.priority), s.provider.priority));
+    out.sort_by_key(|s| {
+        (
+            s.pool.priority.unwrap_or(s.provider.priority),
+            s.provider.priority,
+        )
+    });
     out
 }
 
@@ -54,7 +63,9 @@ pub(super) fn plan_demand(config: &Config, world: &World, cap: &mut Capacity, ou
         .actions
         .iter()
         .filter_map(|a| match &a.kind {
-            ActionKind::DeleteNode { node_id, .. } | ActionKind::ForgetNode { node_id } => Some(node_id.clone()),
+            ActionKind::DeleteNode { node_id, .. } | ActionKind::ForgetNode { node_id } => {
+                Some(node_id.clone())
+            }
             _ => None,
         })
         .collect();
@@ -70,8 +81,13 @@ pub(super) fn plan_demand(config: &Config, world: &World, cap: &mut Capacity, ou
     };
     d.count_tenant_use();
     d.release_orphans();
-    let mut requests: Vec<&NodeRequest> = world.requests.iter().filter(|r| r.state.is_open()).collect();
-    requests.sort_by(|a, b| (a.priority, a.created_at, &a.id).cmp(&(b.priority, b.created_at, &b.id)));
+    let mut requests: Vec<&NodeRequest> = world
+        .requests
+        .iter()
+        .filter(|r| r.state.is_open())
+        .collect();
+    requests
+        .sort_by(|a, b| (a.priority, a.created_at, &a.id).cmp(&(b.priority, b.created_at, &b.id)));
     for r in requests {
         d.serve(r);
     }
@@ -83,7 +99,10 @@ pub(super) fn plan_demand(config: &Config, world: &World, cap: &mut Capacity, ou
 impl Demand<'_> {
     fn alive(&self, n: &Node) -> bool {
         !self.gone.contains(&n.id)
-            && matches!(n.state, NodeState::Init | NodeState::Building | NodeState::Ready)
+            && matches!(
+                n.state,
+                NodeState::Init | NodeState::Building | NodeState::Ready
+            )
     }
 
     fn count_tenant_use(&mut self) {
@@ -94,23 +113,38 @@ impl Demand<'_> {
             .filter_map(|r| Some((r.id.as_str(), r.tenant.as_deref()?)))
             .collect();
         for n in &self.world.nodes {
-            let Some(t) = n.details.allocated_request.as_deref().and_then(|r| tenants.get(r)) else {
+            let Some(t) = n
+                .details
+                .allocated_request
+                .as_deref()
+                .and_then(|r| tenants.get(r))
+            else {
                 continue;
             };
-            if self.gone.contains(&n.id) || matches!(n.state, NodeState::Deleting | NodeState::Used) {
+            if self.gone.contains(&n.id) || matches!(n.state, NodeState::Deleting | NodeState::Used)
+            {
                 continue;
             }
             let size = node_size(n, self.world.view(&n.provider));
-            self.tenant_use.entry((*t).to_owned()).or_default().add(size);
+            self.tenant_use
+                .entry((*t).to_owned())
+                .or_default()
+                .add(size);
         }
     }
 
     /// Ready nodes allocated to a request that no longer exists or failed go back to the pool.
     fn release_orphans(&mut self) {
-        let open: BTreeMap<&str, RequestState> =
-            self.world.requests.iter().map(|r| (r.id.as_str(), r.state)).collect();
+        let open: BTreeMap<&str, RequestState> = self
+            .world
+            .requests
+            .iter()
+            .map(|r| (r.id.as_str(), r.state))
+            .collect();
         for n in &self.world.nodes {
-            let Some(req) = n.details.allocated_request.as_deref() else { continue };
+            let Some(req) = n.details.allocated_request.as_deref() else {
+                continue;
+            };
             if n.state != NodeState::Ready || self.gone.contains(&n.id) {
                 continue;
             }
@@ -135,13 +169,22 @@ impl Demand<'_> {
     }
 
     fn launch(&mut self, slot: &Slot<'_>, boot: Boot, request: Option<&str>, reason: String) {
-        let key = (slot.provider.name.clone(), slot.pool.name.clone(), slot.label.name.clone());
+        let key = (
+            slot.provider.name.clone(),
+            slot.pool.name.clone(),
+            slot.label.name.clone(),
+        );
         let n = self.counters.entry(key).or_default();
         *n += 1;
         let size = Size::server(boot.vcpus, boot.ram_mb);
         self.cap.count(&slot.provider.name, &slot.pool.name, size);
         self.out.actions.push(Action {
-            address: node_address(&slot.provider.name, &slot.pool.name, &slot.label.name, &format!("+{n}")),
+            address: node_address(
+                &slot.provider.name,
+                &slot.pool.name,
+                &slot.label.name,
+                &format!("+{n}"),
+            ),
             reason,
             kind: ActionKind::LaunchNode {
                 provider: slot.provider.name.clone(),
@@ -199,7 +242,9 @@ impl Demand<'_> {
             for slot in &slots {
                 match self.try_slot(slot, Size::default()) {
                     Ok(boot) => {
-                        let reason = format!("label {label} has {i} of min-ready {min_ready} (ready or launching)");
+                        let reason = format!(
+                            "label {label} has {i} of min-ready {min_ready} (ready or launching)"
+                        );
                         self.launch(slot, boot, None, reason);
                         launched = true;
                         break;
@@ -210,7 +255,10 @@ impl Demand<'_> {
             if !launched {
                 self.note(
                     format!("label.{label}"),
-                    format!("{} of min-ready {min_ready} cannot be launched now: {last}", want - i),
+                    format!(
+                        "{} of min-ready {min_ready} cannot be launched now: {last}",
+                        want - i
+                    ),
                 );
                 return;
             }
@@ -223,7 +271,9 @@ impl Demand<'_> {
             .world
             .nodes
             .iter()
-            .filter(|n| n.details.allocated_request.as_deref() == Some(r.id.as_str()) && self.alive(n))
+            .filter(|n| {
+                n.details.allocated_request.as_deref() == Some(r.id.as_str()) && self.alive(n)
+            })
             .collect();
         if allocated.is_empty() && r.state == RequestState::Requested {
             return self.serve_new(r, &addr);
@@ -242,15 +292,22 @@ impl Demand<'_> {
                 .into_iter()
                 .filter(|s| provider.as_deref().is_none_or(|p| p == s.provider.name))
                 .collect();
-            match candidates.iter().find_map(|s| self.try_slot(s, Size::default()).ok().map(|b| (s, b))) {
+            match candidates
+                .iter()
+                .find_map(|s| self.try_slot(s, Size::default()).ok().map(|b| (s, b)))
+            {
                 Some((slot, boot)) => {
-                    let reason = format!("request {} lost its {label} node; launching a replacement", r.id);
+                    let reason = format!(
+                        "request {} lost its {label} node; launching a replacement",
+                        r.id
+                    );
                     self.launch(slot, boot, Some(&r.id), reason);
                 }
                 None => waiting = true,
             }
         }
-        let all_ready = allocated.len() == r.labels.len() && allocated.iter().all(|n| n.state == NodeState::Ready);
+        let all_ready = allocated.len() == r.labels.len()
+            && allocated.iter().all(|n| n.state == NodeState::Ready);
         if all_ready {
             self.out.actions.push(Action {
                 address: addr,
@@ -278,10 +335,20 @@ impl Demand<'_> {
             .config
             .providers
             .iter()
-            .filter(|p| r.labels.iter().all(|l| p.pools.iter().any(|pool| pool.labels.iter().any(|x| &x.name == l))))
+            .filter(|p| {
+                r.labels.iter().all(|l| {
+                    p.pools
+                        .iter()
+                        .any(|pool| pool.labels.iter().any(|x| &x.name == l))
+                })
+            })
             .collect();
         if providers.is_empty() {
-            return self.fail(r, addr, format!("no single provider offers all of {}", r.labels.join(", ")));
+            return self.fail(
+                r,
+                addr,
+                format!("no single provider offers all of {}", r.labels.join(", ")),
+            );
         }
         providers.sort_by_key(|p| p.priority);
         let mut last = String::new();
@@ -316,7 +383,10 @@ impl Demand<'_> {
             }
             let mut last = format!("provider {} has no room for {label}", p.name);
             let mut found = None;
-            for slot in slots(self.config, label).into_iter().filter(|s| s.provider.name == p.name) {
+            for slot in slots(self.config, label)
+                .into_iter()
+                .filter(|s| s.provider.name == p.name)
+            {
                 let key = (slot.provider.name.clone(), slot.pool.name.clone());
                 match self.try_slot(&slot, extra.get(&key).copied().unwrap_or_default()) {
                     Ok(boot) => {
@@ -328,13 +398,19 @@ impl Demand<'_> {
             }
             let (slot, boot) = found.ok_or(last)?;
             let size = Size::server(boot.vcpus, boot.ram_mb);
-            extra.entry((slot.provider.name.clone(), slot.pool.name.clone())).or_default().add(size);
+            extra
+                .entry((slot.provider.name.clone(), slot.pool.name.clone()))
+                .or_default()
+                .add(size);
             total.add(size);
             launches.push((slot, boot));
         }
         if let Some(tenant) = &r.tenant {
             self.check_tenant(tenant, total)?;
-            self.tenant_use.entry(tenant.clone()).or_default().add(total);
+            self.tenant_use
+                .entry(tenant.clone())
+                .or_default()
+                .add(total);
         }
         for n in &ready {
             self.taken.insert(n.id.clone());
@@ -349,7 +425,10 @@ impl Demand<'_> {
         }
         let ready_count = ready.len();
         for (slot, boot) in launches {
-            let reason = format!("for request {} ({}, priority {})", r.id, r.requestor, r.priority);
+            let reason = format!(
+                "for request {} ({}, priority {})",
+                r.id, r.requestor, r.priority
+            );
             self.launch(&slot, boot, Some(&r.id), reason);
         }
         if ready_count == r.labels.len() {
@@ -367,19 +446,31 @@ impl Demand<'_> {
 
     /// A request over its tenant's limit waits (it is not declined).
     fn check_tenant(&self, tenant: &str, add_size: Size) -> Result<(), String> {
-        let Some(limit) = self.config.tenant_resource_limits.iter().find(|t| t.tenant_name == tenant) else {
+        let Some(limit) = self
+            .config
+            .tenant_resource_limits
+            .iter()
+            .find(|t| t.tenant_name == tenant)
+        else {
             return Ok(());
         };
         let used = self.tenant_use.get(tenant).copied().unwrap_or_default();
         for (what, max, now, more) in [
-            ("max-servers", limit.max_servers, used.instances, add_size.instances),
+            (
+                "max-servers",
+                limit.max_servers,
+                used.instances,
+                add_size.instances,
+            ),
             ("max-cores", limit.max_cores, used.cores, add_size.cores),
             ("max-ram", limit.max_ram, used.ram_mb, add_size.ram_mb),
         ] {
             if let Some(max) = max
                 && now + more > max
             {
-                return Err(format!("tenant {tenant} would exceed its {what} {max} (uses {now}, needs {more} more)"));
+                return Err(format!(
+                    "tenant {tenant} would exceed its {what} {max} (uses {now}, needs {more} more)"
+                ));
             }
         }
         Ok(())
@@ -389,7 +480,9 @@ impl Demand<'_> {
         self.out.actions.push(Action {
             address: addr.to_owned(),
             reason: format!("cannot be served: {why}"),
-            kind: ActionKind::FailRequest { request: r.id.clone() },
+            kind: ActionKind::FailRequest {
+                request: r.id.clone(),
+            },
         });
     }
 }

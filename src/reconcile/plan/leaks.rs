@@ -26,13 +26,14 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
         .collect();
 
     for p in &config.providers {
-        let Some(view) = world.view(&p.name) else { continue };
+        let Some(view) = world.view(&p.name) else {
+            continue;
+        };
         let mut candidates: Vec<(LeakKind, String, String)> = Vec::new();
         let seen_before = |kind: LeakKind, id: &str| {
-            world
-                .leak_sightings
-                .iter()
-                .find(|s| s.provider == p.name && s.kind == kind && s.external_id == id && s.count >= 1)
+            world.leak_sightings.iter().find(|s| {
+                s.provider == p.name && s.kind == kind && s.external_id == id && s.count >= 1
+            })
         };
         let mut delete = |kind: LeakKind, id: &str, reason: String| {
             out.actions.push(Action {
@@ -85,7 +86,10 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
                 delete(
                     LeakKind::FloatingIp,
                     &f.id,
-                    format!("floating IP {} is attached to nothing (clean-floating-ips)", f.address),
+                    format!(
+                        "floating IP {} is attached to nothing (clean-floating-ips)",
+                        f.address
+                    ),
                 );
             }
         }
@@ -103,9 +107,13 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
             }
         }
         for i in &view.images {
-            let ours = i.properties.get(meta::PROVIDER).map(String::as_str) == Some(p.name.as_str());
+            let ours =
+                i.properties.get(meta::PROVIDER).map(String::as_str) == Some(p.name.as_str());
             let upload = i.properties.get(meta::UPLOAD_ID).map(String::as_str);
-            if ours && !image_ids.contains(i.id.as_str()) && upload.is_none_or(|u| !upload_ids.contains(u)) {
+            if ours
+                && !image_ids.contains(i.id.as_str())
+                && upload.is_none_or(|u| !upload_ids.contains(u))
+            {
                 candidates.push((
                     LeakKind::Image,
                     i.id.clone(),
@@ -127,13 +135,18 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
             let ripe = match seen_before(kind, &id) {
                 // Ports wait at least `port-cleanup-interval` between the two sightings.
                 Some(s) if kind == LeakKind::Port => {
-                    world.now - s.first_seen >= i64::try_from(p.port_cleanup_interval).unwrap_or(i64::MAX)
+                    world.now - s.first_seen
+                        >= i64::try_from(p.port_cleanup_interval).unwrap_or(i64::MAX)
                 }
                 Some(_) => true,
                 None => false,
             };
             if ripe {
-                delete(kind, &id, format!("{why}; seen on two consecutive observations"));
+                delete(
+                    kind,
+                    &id,
+                    format!("{why}; seen on two consecutive observations"),
+                );
             } else {
                 out.notes.push(Note {
                     address: format!("leak.{}.{}.{}", p.name, kind.as_str(), id),

@@ -115,15 +115,9 @@ pub enum ActionKind {
         counts_as_attempt: bool,
     },
     /// A building node's server is ACTIVE: the node becomes ready.
-    MarkReady {
-        node_id: String,
-        server_id: String,
-    },
+    MarkReady { node_id: String, server_id: String },
     /// A node whose launch was interrupted has a server carrying its id: record it.
-    AdoptServer {
-        node_id: String,
-        server_id: String,
-    },
+    AdoptServer { node_id: String, server_id: String },
     /// Delete a node: its server (if any) and then its record.
     DeleteNode {
         node_id: String,
@@ -132,28 +126,15 @@ pub enum ActionKind {
         server_id: Option<String>,
     },
     /// A record whose server the cloud no longer has: remove the record only.
-    ForgetNode {
-        node_id: String,
-    },
+    ForgetNode { node_id: String },
     /// Give a ready node to a request.
-    AllocateNode {
-        node_id: String,
-        request: String,
-    },
+    AllocateNode { node_id: String, request: String },
     /// Take a ready node back from a request that no longer wants it.
-    DeallocateNode {
-        node_id: String,
-        request: String,
-    },
+    DeallocateNode { node_id: String, request: String },
     /// Every node of the request is ready.
-    FulfillRequest {
-        request: String,
-        nodes: Vec<String>,
-    },
+    FulfillRequest { request: String, nodes: Vec<String> },
     /// The request cannot be served.
-    FailRequest {
-        request: String,
-    },
+    FailRequest { request: String },
     /// Delete a cloud resource that no record owns.
     DeleteLeak {
         provider: String,
@@ -173,9 +154,9 @@ impl ActionKind {
             | ActionKind::DeallocateNode { .. }
             | ActionKind::FulfillRequest { .. }
             | ActionKind::FailRequest { .. } => Change::Update,
-            ActionKind::DeleteNode { .. } | ActionKind::ForgetNode { .. } | ActionKind::DeleteLeak { .. } => {
-                Change::Delete
-            }
+            ActionKind::DeleteNode { .. }
+            | ActionKind::ForgetNode { .. }
+            | ActionKind::DeleteLeak { .. } => Change::Delete,
         }
     }
 
@@ -268,6 +249,10 @@ fn order(plan: &mut Plan) {
     });
     plan.notes.sort_by(|a, b| a.address.cmp(&b.address));
     plan.sightings.sort_by(|a, b| {
-        (&a.provider, a.kind.as_str(), &a.external_id).cmp(&(&b.provider, b.kind.as_str(), &b.external_id))
+        (&a.provider, a.kind.as_str(), &a.external_id).cmp(&(
+            &b.provider,
+            b.kind.as_str(),
+            &b.external_id,
+        ))
     });
 }

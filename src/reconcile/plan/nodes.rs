@@ -18,10 +18,16 @@ enum Place<'c> {
 
 fn place<'c>(config: &'c Config, node: &Node) -> Place<'c> {
     let Some(p) = config.provider(&node.provider) else {
-        return Place::Removed(format!("provider {} was removed from the config", node.provider));
+        return Place::Removed(format!(
+            "provider {} was removed from the config",
+            node.provider
+        ));
     };
     let Some(pool) = p.pools.iter().find(|x| x.name == node.pool) else {
-        return Place::Removed(format!("pool {}.{} was removed from the config", node.provider, node.pool));
+        return Place::Removed(format!(
+            "pool {}.{} was removed from the config",
+            node.provider, node.pool
+        ));
     };
     match pool.labels.iter().find(|l| l.name == node.label) {
         Some(l) => Place::Configured(p, pool, l),
@@ -47,7 +53,9 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
             cap.count(&node.provider, &node.pool, node_size(node, None));
             if unavailable_noted.insert(node.provider.clone()) {
                 let why = match world.clouds.get(&node.provider) {
-                    Some(crate::reconcile::world::CloudState::Unavailable { error }) => error.clone(),
+                    Some(crate::reconcile::world::CloudState::Unavailable { error }) => {
+                        error.clone()
+                    }
                     _ => "it was not observed".to_owned(),
                 };
                 out.notes.push(Note {
@@ -77,9 +85,9 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
 fn find_server<'w>(node: &Node, servers: &'w [ObservedServer]) -> Option<&'w ObservedServer> {
     match node.details.server_id.as_deref() {
         Some(id) => servers.iter().find(|s| s.id == id),
-        None => servers
-            .iter()
-            .find(|s| s.node_id() == Some(node.id.as_str()) && s.owner() == Some(node.provider.as_str())),
+        None => servers.iter().find(|s| {
+            s.node_id() == Some(node.id.as_str()) && s.owner() == Some(node.provider.as_str())
+        }),
     }
 }
 
@@ -96,14 +104,21 @@ fn delete(node: &Node, server: Option<&ObservedServer>, reason: String) -> Optio
         ActionKind::DeleteNode {
             node_id: node.id.clone(),
             provider: node.provider.clone(),
-            server_id: server.map(|s| s.id.clone()).or_else(|| node.details.server_id.clone()),
+            server_id: server
+                .map(|s| s.id.clone())
+                .or_else(|| node.details.server_id.clone()),
         },
         reason,
     )
 }
 
 fn forget(node: &Node, reason: String) -> Option<Action> {
-    action(ActionKind::ForgetNode { node_id: node.id.clone() }, reason)
+    action(
+        ActionKind::ForgetNode {
+            node_id: node.id.clone(),
+        },
+        reason,
+    )
 }
 
 fn decide(
@@ -118,10 +133,16 @@ fn decide(
     let place = place(config, node);
     match node.state {
         NodeState::Deleting => match server {
-            Some(s) => delete(node, Some(s), format!("deleting for {since}; server {} is still there", s.id)),
+            Some(s) => delete(
+                node,
+                Some(s),
+                format!("deleting for {since}; server {} is still there", s.id),
+            ),
             None => forget(
                 node,
-                format!("stale record: deleting for {since} and the cloud no longer has its server"),
+                format!(
+                    "stale record: deleting for {since} and the cloud no longer has its server"
+                ),
             ),
         },
         NodeState::Used => delete(node, server, "used by a job; nodes are never reused".into()),
@@ -130,7 +151,11 @@ fn decide(
             server,
             format!(
                 "launch failed{}",
-                node.details.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                node.details
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
             ),
         ),
         NodeState::Init | NodeState::Building => launching(world, node, server, &place, cap),
@@ -138,7 +163,10 @@ fn decide(
             let Some(s) = server else {
                 return forget(
                     node,
-                    format!("server {} vanished from the cloud", node.details.server_id.as_deref().unwrap_or("?")),
+                    format!(
+                        "server {} vanished from the cloud",
+                        node.details.server_id.as_deref().unwrap_or("?")
+                    ),
                 );
             };
             if s.status == "ERROR" {
@@ -150,8 +178,14 @@ fn decide(
                         return delete(node, Some(s), format!("unused; {why}"));
                     }
                     let max_age = config.label(&node.label).map_or(0, |l| l.max_ready_age);
-                    if max_age > 0 && now - node.state_time > i64::try_from(max_age).unwrap_or(i64::MAX) {
-                        return delete(node, Some(s), format!("ready for {since}, longer than max-ready-age {max_age} s"));
+                    if max_age > 0
+                        && now - node.state_time > i64::try_from(max_age).unwrap_or(i64::MAX)
+                    {
+                        return delete(
+                            node,
+                            Some(s),
+                            format!("ready for {since}, longer than max-ready-age {max_age} s"),
+                        );
                     }
                     None
                 }
@@ -163,9 +197,11 @@ fn decide(
                         (a, b) => a.or(b),
                     };
                     match limit {
-                        Some(l) if now - node.state_time > l => {
-                            delete(node, Some(s), format!("held for {since}, past its hold expiry of {l} s"))
-                        }
+                        Some(l) if now - node.state_time > l => delete(
+                            node,
+                            Some(s),
+                            format!("held for {since}, past its hold expiry of {l} s"),
+                        ),
                         _ => None,
                     }
                 }
@@ -176,7 +212,10 @@ fn decide(
 }
 
 fn fault(s: &ObservedServer) -> String {
-    s.fault.as_deref().map(|f| format!(": {f}")).unwrap_or_default()
+    s.fault
+        .as_deref()
+        .map(|f| format!(": {f}"))
+        .unwrap_or_default()
 }
 
 /// A node being launched: adopt, mark ready, retry or give up.
@@ -198,13 +237,20 @@ fn launching(
         return delete(
             node,
             server,
-            format!("not ready after launch-timeout {} s ({attempts} attempts)", provider.launch_timeout),
+            format!(
+                "not ready after launch-timeout {} s ({attempts} attempts)",
+                provider.launch_timeout
+            ),
         );
     }
     // A failed attempt: retry while attempts remain (a quota fault does not use one up).
     let retry = |why: String, server: Option<&ObservedServer>, counts: bool| -> Option<Action> {
         if counts && attempts >= retries {
-            return delete(node, server, format!("launch failed after {attempts} of {retries} attempts: {why}"));
+            return delete(
+                node,
+                server,
+                format!("launch failed after {attempts} of {retries} attempts: {why}"),
+            );
         }
         let view = world.view(&node.provider)?;
         let nth = cap.pool_servers(&node.provider, &node.pool);
@@ -242,16 +288,28 @@ fn launching(
             format!("server {} is ACTIVE", s.id),
         ),
         Some(s) if s.status == "ERROR" => {
-            let quota = s.fault.as_deref().is_some_and(|f| f.to_ascii_lowercase().contains("quota"));
+            let quota = s
+                .fault
+                .as_deref()
+                .is_some_and(|f| f.to_ascii_lowercase().contains("quota"));
             retry(format!("server went to ERROR{}", fault(s)), Some(s), !quota)
         }
-        Some(s) if now - node.state_time > i64::try_from(provider.boot_timeout).unwrap_or(i64::MAX) => retry(
-            format!("server {} not ACTIVE after boot-timeout {} s (status {})", s.id, provider.boot_timeout, s.status),
-            Some(s),
-            true,
-        ),
+        Some(s)
+            if now - node.state_time > i64::try_from(provider.boot_timeout).unwrap_or(i64::MAX) =>
+        {
+            retry(
+                format!(
+                    "server {} not ACTIVE after boot-timeout {} s (status {})",
+                    s.id, provider.boot_timeout, s.status
+                ),
+                Some(s),
+                true,
+            )
+        }
         Some(_) => None,
-        None if node.state == NodeState::Init => retry("the create request was never confirmed".into(), None, false),
+        None if node.state == NodeState::Init => {
+            retry("the create request was never confirmed".into(), None, false)
+        }
         None => retry(
             format!(
                 "server {} vanished while building",
@@ -270,14 +328,26 @@ fn drain_surplus(config: &Config, world: &World, out: &mut Plan) {
         .actions
         .iter()
         .filter_map(|a| match &a.kind {
-            ActionKind::DeleteNode { node_id, .. } | ActionKind::ForgetNode { node_id } => Some(node_id.as_str()),
+            ActionKind::DeleteNode { node_id, .. } | ActionKind::ForgetNode { node_id } => {
+                Some(node_id.as_str())
+            }
             _ => None,
         })
         .collect();
     let mut by_pool: BTreeMap<(&str, &str), Vec<&Node>> = BTreeMap::new();
-    for n in world.nodes.iter().filter(|n| !deleting.contains(n.id.as_str())) {
-        if !matches!(n.state, NodeState::Deleting | NodeState::Used | NodeState::Failed) {
-            by_pool.entry((n.provider.as_str(), n.pool.as_str())).or_default().push(n);
+    for n in world
+        .nodes
+        .iter()
+        .filter(|n| !deleting.contains(n.id.as_str()))
+    {
+        if !matches!(
+            n.state,
+            NodeState::Deleting | NodeState::Used | NodeState::Failed
+        ) {
+            by_pool
+                .entry((n.provider.as_str(), n.pool.as_str()))
+                .or_default()
+                .push(n);
         }
     }
     let mut extra = Vec::new();
@@ -298,10 +368,15 @@ fn drain_surplus(config: &Config, world: &World, out: &mut Plan) {
             .filter(|n| n.state == NodeState::Ready && n.details.allocated_request.is_none())
             .collect();
         spare.sort_by(|a, b| (a.state_time, &a.id).cmp(&(b.state_time, &b.id)));
-        for n in spare.into_iter().take(usize::try_from(count - max).unwrap_or(usize::MAX)) {
+        for n in spare
+            .into_iter()
+            .take(usize::try_from(count - max).unwrap_or(usize::MAX))
+        {
             extra.push(Action {
                 address: node_address(&n.provider, &n.pool, &n.label, &n.id),
-                reason: format!("pool {provider}.{pool} holds {count} nodes, more than max-servers {max}"),
+                reason: format!(
+                    "pool {provider}.{pool} holds {count} nodes, more than max-servers {max}"
+                ),
                 kind: ActionKind::DeleteNode {
                     node_id: n.id.clone(),
                     provider: n.provider.clone(),
