@@ -256,6 +256,9 @@ pub struct CreateServer {
     /// Security group names.
     pub security_groups: Vec<String>,
     pub boot_volume: Option<BootVolume>,
+    /// Nova multi-create (`min_count`): all or nothing. Nodepool boots one server per call, so
+    /// this stays `None` there; tools and tests use it (e.g. to ask for more than the quota).
+    pub min_count: Option<u32>,
 }
 
 impl CreateServer {
@@ -276,6 +279,7 @@ impl CreateServer {
             metadata: BTreeMap::new(),
             security_groups: Vec::new(),
             boot_volume: None,
+            min_count: None,
         }
     }
 
@@ -337,6 +341,9 @@ impl CreateServer {
                         .collect(),
                 ),
             );
+        }
+        if let Some(n) = self.min_count {
+            s.insert("min_count".into(), json!(n));
         }
         json!({ "server": s })
     }

@@ -286,6 +286,11 @@ fn html_to_text(html: &str) -> String {
         .replace("&quot;", "\"")
         .replace("&#39;", "'")
         .replace("&amp;", "&");
+    // webob escapes the detail it puts in the page, so its `<br />` arrive as `&lt;br /&gt;`.
+    let out = out
+        .replace("<br />", " ")
+        .replace("<br/>", " ")
+        .replace("<br>", " ");
     collapse_ws(&out)
 }
 
@@ -321,7 +326,17 @@ fn collapse_ws(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn truncate(mut s: String) -> String {
+fn truncate(s: String) -> String {
+    // Messages built by webob (Glance, and others behind it) embed `<br />` even in JSON bodies.
+    let mut s = if s.contains('<') || s.contains('\n') {
+        collapse_ws(
+            &s.replace("<br />", " ")
+                .replace("<br/>", " ")
+                .replace("<br>", " "),
+        )
+    } else {
+        s
+    };
     if s.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
         while !s.is_char_boundary(cut) {
@@ -514,6 +529,30 @@ mod tests {
         assert_eq!(
             b.message,
             "Image disk_format qcow2 does not match stream data raw"
+        );
+    }
+
+    #[test]
+    fn glance_415_with_escaped_breaks() {
+        // As Glance 33 sends it for raw bytes uploaded to a qcow2 image.
+        let html = "<html>\n <head>\n  <title>415 Unsupported Media Type</title>\n </head>\n <body>\n  <h1>415 Unsupported Media Type</h1>\n  The request media type application/octet-stream is not supported by this server.\n&lt;br /&gt;&lt;br /&gt;\nImage disk_format qcow2 does not match stream data raw<br /><br />\n\n\n\n </body>\n</html>";
+        let b = parse_error_body(Some("text/html; charset=UTF-8"), html);
+        assert_eq!(
+            b.message,
+            "The request media type application/octet-stream is not supported by this server. Image disk_format qcow2 does not match stream data raw"
+        );
+    }
+
+    #[test]
+    fn webob_json_body() {
+        // Glance with `Accept: application/json` (what this client sends) answers webob's JSON.
+        let b = parse_error_body(
+            Some("application/json"),
+            r#"{"message": "The request media type application/octet-stream is not supported by this server.\n<br /><br />\nImage disk_format qcow2 does not match stream data raw\n\n\n", "code": "415 Unsupported Media Type", "title": "Unsupported Media Type"}"#,
+        );
+        assert_eq!(
+            b.message,
+            "The request media type application/octet-stream is not supported by this server. Image disk_format qcow2 does not match stream data raw"
         );
     }
 

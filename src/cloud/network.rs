@@ -258,6 +258,26 @@ impl OpenStackClient {
         .await
     }
 
+    /// Creates a bare port on a network (it stays `DOWN` with no device). Nodepool never needs
+    /// this; tools and tests do (a leaked-port stand-in). Not retried after an ambiguous failure.
+    pub async fn create_port(&self, network_id: &str, name: &str) -> Result<Port, CloudError> {
+        #[derive(Deserialize)]
+        struct One {
+            port: Port,
+        }
+        let body = json!({ "port": { "network_id": network_id, "name": name } });
+        let one: One = self
+            .send_json(Call::json(
+                Service::Network,
+                Method::POST,
+                "/ports",
+                &body,
+                Retry::Unsafe,
+            ))
+            .await?;
+        Ok(one.port)
+    }
+
     /// `DELETE /v2.0/ports/{id}`; `NotFound` means it is already gone.
     pub async fn delete_port(&self, id: &str) -> Result<(), CloudError> {
         let path = format!("/ports/{}", path_id(id)?);
