@@ -401,9 +401,9 @@ impl OpenStackClient {
                     match err {
                         CloudError::RateLimited { .. } | CloudError::Server { .. } => err,
                         CloudError::NotFound { .. } => {
-                            return Err(self.auth_error(format!(
-                                "Keystone v3 is not at this URL (HTTP 404); check auth_url"
-                            )));
+                            return Err(self.auth_error(
+                                "Keystone v3 is not at this URL (HTTP 404); check auth_url".into(),
+                            ));
                         }
                         other => {
                             let detail = match other {

@@ -450,7 +450,7 @@ mod tests {
             got.extend_from_slice(&chunk);
         }
         assert_eq!(got, data);
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().unwrap().clone();
         assert_eq!(
             seen.first(),
             Some(&UploadProgress {
