@@ -1,0 +1,1 @@
+//! `nodepool doctor`: checks one provider end to end without changing anything.
