@@ -817,3 +817,17 @@ mod tests {
         assert!(path_id("").is_err() && path_id("..").is_err() && path_id(".").is_err());
     }
 }
+
+impl ServerStatus {
+    /// Nova's spelling (`ACTIVE`, `BUILD`, ...).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Build => "BUILD",
+            Self::Active => "ACTIVE",
+            Self::Error => "ERROR",
+            Self::Deleted => "DELETED",
+            Self::Shutoff => "SHUTOFF",
+            Self::Other(s) => s,
+        }
+    }
+}

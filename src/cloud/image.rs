@@ -475,3 +475,21 @@ mod tests {
         assert!(matches!(missing, Err(CloudError::Io { .. })));
     }
 }
+
+impl ImageStatus {
+    /// Glance's spelling (`active`, `queued`, ...).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Queued => "queued",
+            Self::Saving => "saving",
+            Self::Uploading => "uploading",
+            Self::Importing => "importing",
+            Self::Active => "active",
+            Self::Killed => "killed",
+            Self::Deleted => "deleted",
+            Self::PendingDelete => "pending_delete",
+            Self::Deactivated => "deactivated",
+            Self::Other(s) => s,
+        }
+    }
+}
