@@ -505,3 +505,52 @@ async fn servers_pagination_follows_next_links_on_our_endpoint() {
     );
     assert_eq!(f.seen("GET /v2.1/servers/detail").len(), 3);
 }
+
+#[tokio::test]
+async fn doctor_names_the_denied_call() {
+    use nodepool::cloud::doctor::{Verdict, doctor};
+    let f = Fake::start().await;
+    for (route, body) in [
+        ("GET /v2.1/flavors/detail", r#"{"flavors": []}"#),
+        (
+            "GET /v2.1/limits",
+            r#"{"limits": {"rate": [], "absolute": {"maxTotalInstances": 10, "totalInstancesUsed": 10, "maxTotalCores": 20, "totalCoresUsed": 10, "maxTotalRAMSize": 10240, "totalRAMUsed": 5120}}}"#,
+        ),
+        (
+            "GET /v2.1/os-availability-zone",
+            r#"{"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": true}, "hosts": null}]}"#,
+        ),
+        ("GET /v2/images", r#"{"images": []}"#),
+        ("GET /v2.0/networks", r#"{"networks": []}"#),
+        ("GET /v2.0/floatingips", r#"{"floatingips": []}"#),
+    ] {
+        f.script(route, vec![reply(200, body), reply(200, body)]);
+    }
+    f.script(
+        "GET /v2.0/ports",
+        vec![reply(403, r#"{"NeutronError": {"type": "PolicyNotAuthorized", "message": "rule:get_port is disallowed by policy", "detail": ""}}"#)],
+    );
+    let c = f.client(fast());
+    let report = doctor(&c).await;
+    assert_eq!(report.verdict, Verdict::Failed);
+    assert!(
+        report
+            .explanation
+            .starts_with("permission denied on GET /v2.0/ports: the account lacks a role"),
+        "{}",
+        report.explanation
+    );
+    assert_eq!(report.checks.iter().filter(|c| !c.ok).count(), 1);
+
+    // Everything allowed, but the instance quota is used up: degraded, and it says why.
+    f.script("GET /v2.0/ports", vec![reply(200, r#"{"ports": []}"#)]);
+    let report = doctor(&c).await;
+    assert_eq!(report.verdict, Verdict::Degraded, "{report:?}");
+    assert!(
+        report
+            .explanation
+            .contains("no quota is left for instances (10 of 10)"),
+        "{}",
+        report.explanation
+    );
+}

@@ -207,3 +207,11 @@ async fn kit_ports_down() {
     };
     cloud_surface::ports_down(&t).await;
 }
+
+#[tokio::test]
+async fn kit_doctor() {
+    let Some(t) = kit_target("kit_doctor") else {
+        return;
+    };
+    cloud_surface::doctor(&t).await;
+}

@@ -296,17 +296,21 @@ pub async fn image_lifecycle(t: &SurfaceTarget, qcow2: &Path) {
         .await
         .expect("list by pages");
     assert!(paged.len() >= 2, "at least the target's image and ours");
-    let ids = |v: &[nodepool::cloud::Image]| {
-        let mut ids: Vec<String> = v.iter().map(|i| i.id.clone()).collect();
-        ids.sort();
-        ids
-    };
-    // Others may add images meanwhile; ours and the target's must be in both.
-    for id in [&img.id] {
-        assert!(ids(&all).contains(id) && ids(&paged).contains(id));
+    let mut paged_ids: Vec<&str> = paged.iter().map(|i| i.id.as_str()).collect();
+    paged_ids.sort();
+    paged_ids.dedup();
+    assert_eq!(paged_ids.len(), paged.len(), "no image twice across pages");
+    // Others may add images meanwhile; ours and the target's must be in both listings.
+    for listing in [&all, &paged] {
+        assert!(listing.iter().any(|i| i.id == img.id));
+        assert!(
+            listing
+                .iter()
+                .any(|i| i.name.as_deref() == Some(t.image.as_str()))
+        );
     }
 
-    // Glance inspects content: raw bytes are not a qcow2. Its error body is HTML.
+    // Glance inspects content: raw bytes are not a qcow2 (webob error body, JSON or HTML).
     let bad = CreateImage::new(unique("np-surface-bad"), "qcow2");
     let bad_img = c.create_image(&bad).await.expect("create");
     let dir = tempfile::tempdir().unwrap();
@@ -656,4 +660,44 @@ pub async fn ports_down(t: &SurfaceTarget) {
     assert!(c.delete_port(&port.id).await.unwrap_err().is_not_found());
     let missing = c.find_network(&unique("no-such-net")).await.unwrap_err();
     assert!(missing.is_not_found(), "{missing:?}");
+}
+
+/// `doctor` on a healthy tenant: every check passes, the real quota is reported, and nothing
+/// secret reaches the JSON. With a wrong password: a failed verdict explaining the auth error.
+pub async fn doctor(t: &SurfaceTarget) {
+    use nodepool::cloud::doctor::{Verdict, doctor};
+    let c = t.client();
+    let report = doctor(&c).await;
+    let json = serde_json::to_string_pretty(&report).unwrap();
+    assert_ne!(report.verdict, Verdict::Failed, "{json}");
+    assert!(report.checks.iter().all(|c| c.ok), "{json}");
+    assert!(report.checks.len() >= 9, "{json}");
+    assert_eq!(report.checks[0].call, "POST /v3/auth/tokens");
+    let quota = report.quota.expect("quota");
+    if let Some((instances, cores, ram)) = t.quota {
+        assert_eq!(
+            (quota.instances.limit, quota.cores.limit, quota.ram_mb.limit),
+            (Some(instances), Some(cores), Some(ram))
+        );
+    }
+    assert!(
+        report.counts.servers.is_some() && report.counts.down_ports.is_some(),
+        "{json}"
+    );
+
+    let wrong = unique("wrong");
+    let mut creds = t.creds.clone();
+    if let AuthMethod::Password { password, .. } = &mut creds.auth {
+        *password = Secret::new(wrong.clone());
+    }
+    let bad = doctor(&OpenStackClient::new(creds, t.options.clone()).unwrap()).await;
+    let json = serde_json::to_string(&bad).unwrap();
+    assert_eq!(bad.verdict, Verdict::Failed);
+    assert!(
+        bad.explanation.starts_with("authentication failed for "),
+        "{}",
+        bad.explanation
+    );
+    assert!(bad.explanation.contains(&t.creds.source));
+    assert!(!json.contains(&wrong), "{json}");
 }
