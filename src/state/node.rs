@@ -346,6 +346,17 @@ fn bind_details(stmt: &mut Statement<'_>, first: usize, d: &NodeDetails) -> Resu
 impl WriteTx<'_> {
     /// Inserts a node with the next id; its hostname defaults to `np<id>`.
     pub fn insert_node(&self, new: &NewNode) -> Result<Node, StateError> {
+        let given = new.hostname.clone();
+        self.insert_node_named(new, |id| given.unwrap_or_else(|| format!("np{id}")))
+    }
+
+    /// Inserts a node with the next id and the hostname `hostname(id)` (for provider
+    /// `hostname-format`s that contain the node id); `new.hostname` is ignored.
+    pub fn insert_node_named(
+        &self,
+        new: &NewNode,
+        hostname: impl FnOnce(&str) -> String,
+    ) -> Result<Node, StateError> {
         if !new.state.is_initial() {
             return Err(StateError::Invalid(format!(
                 "a node is created in state init or building, not {}",
@@ -355,7 +366,7 @@ impl WriteTx<'_> {
         let id = self.next_text_id("node")?;
         let now = now_unix();
         let node = Node {
-            hostname: new.hostname.clone().unwrap_or_else(|| format!("np{id}")),
+            hostname: hostname(&id),
             id,
             provider: new.provider.clone(),
             pool: new.pool.clone(),

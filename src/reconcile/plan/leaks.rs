@@ -29,6 +29,7 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
         let Some(view) = world.view(&p.name) else {
             continue;
         };
+        out.swept.push(p.name.clone());
         let mut candidates: Vec<(LeakKind, String, String)> = Vec::new();
         let seen_before = |kind: LeakKind, id: &str| {
             world.leak_sightings.iter().find(|s| {

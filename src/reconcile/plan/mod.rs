@@ -27,6 +27,8 @@ pub struct Plan {
     /// Unowned resources seen in this observation; apply records them so that a resource is
     /// only cleaned up once it has been seen on two consecutive observations.
     pub sightings: Vec<Sighting>,
+    /// Providers whose clouds were swept for leaks (their sightings replace the old ones).
+    pub swept: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +75,38 @@ impl Change {
     }
 }
 
+/// Where a server can be reached, as the cloud reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addresses {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ipv6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub az: Option<String>,
+}
+
+impl Addresses {
+    pub fn of(s: &crate::reconcile::world::ObservedServer) -> Addresses {
+        Addresses {
+            public_ipv4: s.public_ipv4.clone(),
+            private_ipv4: s.private_ipv4.clone(),
+            public_ipv6: s.public_ipv6.clone(),
+            az: s.az.clone(),
+        }
+    }
+
+    /// The address consumers connect to: public IPv4, else public IPv6, else private IPv4.
+    pub fn interface_ip(&self) -> Option<String> {
+        self.public_ipv4
+            .clone()
+            .or_else(|| self.public_ipv6.clone())
+            .or_else(|| self.private_ipv4.clone())
+    }
+}
+
 /// How a new server boots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Boot {
@@ -115,7 +149,12 @@ pub enum ActionKind {
         counts_as_attempt: bool,
     },
     /// A building node's server is ACTIVE: the node becomes ready.
-    MarkReady { node_id: String, server_id: String },
+    MarkReady {
+        node_id: String,
+        server_id: String,
+        #[serde(flatten)]
+        addresses: Addresses,
+    },
     /// A node whose launch was interrupted has a server carrying its id: record it.
     AdoptServer { node_id: String, server_id: String },
     /// Delete a node: its server (if any) and then its record.

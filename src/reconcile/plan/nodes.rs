@@ -284,6 +284,7 @@ fn launching(
             ActionKind::MarkReady {
                 node_id: node.id.clone(),
                 server_id: s.id.clone(),
+                addresses: super::Addresses::of(s),
             },
             format!("server {} is ACTIVE", s.id),
         ),
