@@ -3,6 +3,8 @@
 //! `world` is the planner's input as plain data; `plan` is the pure function; `render` formats
 //! plans for people (Terraform-style text) and programs (versioned JSON).
 
+pub mod apply;
+pub mod launch;
 pub mod observe;
 pub mod plan;
 pub mod render;

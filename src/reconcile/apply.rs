@@ -1,0 +1,875 @@
+//! Apply: carry out a plan's actions, journalling every cloud mutation before it is sent.
+//!
+//! Invariants:
+//! - Every cloud mutation has a journal row (`pending`, committed) and the database records
+//!   what is about to exist (a node in `init`, a node in `deleting`) *before* the request is
+//!   sent; servers carry their node id in metadata. A crash at any point leaves nothing the
+//!   next plan cannot find and finish (adopt, relaunch or delete), and a slot is never
+//!   launched twice: the node row is the slot.
+//! - Every database write is fenced by the writer lease (`write_under_lease`).
+//! - Waiting for servers uses one paginated list per provider per poll, never a GET per server.
+//! - A failed action is recorded and the others go on; the caller learns which failed.
+
+use super::launch::{self, LaunchSpec};
+use super::plan::{Action, ActionKind, Addresses, Boot, Plan};
+use crate::cloud::{CloudError, OpenStackClient, ServerQuery};
+use crate::config::Config;
+use crate::state::{
+    LeakKind, LeaseGuard, NewJournalEntry, NewNode, NodeDetails, NodeState, RequestState, StateError, Store,
+    WriteTx,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("no client for provider {0}: it is not configured or its credentials could not be resolved")]
+    NoClient(String),
+}
+
+/// How apply paces itself.
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    /// Time between two server lists while waiting for servers to become ACTIVE or go away.
+    pub poll_interval: Duration,
+    /// How long to wait for deleted servers to disappear before leaving it to the next run.
+    pub delete_wait: Duration,
+    /// Cloud operations in flight per provider when the provider sets no `max-concurrency`.
+    pub default_concurrency: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            poll_interval: Duration::from_secs(2),
+            delete_wait: Duration::from_secs(300),
+            default_concurrency: 8,
+        }
+    }
+}
+
+/// Progress of one action, for the CLI's output and the daemon's logs.
+#[derive(Clone, Debug)]
+pub enum ApplyEvent {
+    Started { address: String },
+    Done { address: String, detail: String },
+    Failed { address: String, error: String },
+}
+
+pub type Reporter = Arc<dyn Fn(&ApplyEvent) + Send + Sync>;
+
+/// The outcome of an apply.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyReport {
+    pub done: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+/// What apply works with. The store and lease are shared with the lease renewer.
+pub struct Applier {
+    pub config: Arc<Config>,
+    pub store: Arc<Mutex<Store>>,
+    pub lease: Arc<Mutex<LeaseGuard>>,
+    pub clients: BTreeMap<String, OpenStackClient>,
+    pub plan_id: String,
+    pub options: ApplyOptions,
+    pub reporter: Reporter,
+}
+
+/// A node launched (or relaunched) in this apply, waited for until ready or failed.
+struct Launching {
+    node_id: String,
+    address: String,
+    server_id: String,
+    boot: Boot,
+    request: Option<String>,
+    journal: i64,
+    since: Instant,
+}
+
+/// A server deleted in this apply, waited for until it is gone (then the row goes too).
+struct Deleting {
+    node_id: String,
+    address: String,
+    server_id: String,
+    journal: i64,
+}
+
+impl Applier {
+    fn write<T>(&self, f: impl FnOnce(&WriteTx<'_>) -> Result<T, StateError>) -> Result<T, StateError> {
+        let mut store = self.store.lock().expect("store lock");
+        let lease = self.lease.lock().expect("lease lock");
+        store.write_under_lease(&lease, f)
+    }
+
+    fn report(&self, e: ApplyEvent) {
+        (self.reporter)(&e);
+    }
+
+    fn journal(&self, w: &WriteTx<'_>, seq: i64, kind: &str, a: &Action) -> Result<i64, StateError> {
+        let payload = serde_json::to_value(&a.kind).unwrap_or_default();
+        let entry = w.journal_insert(&NewJournalEntry {
+            plan_id: self.plan_id.clone(),
+            seq,
+            kind: kind.to_owned(),
+            address: a.address.clone(),
+            reason: a.reason.clone(),
+            payload,
+        })?;
+        Ok(entry.id)
+    }
+
+    fn finish(&self, journal: i64, result: &Result<String, String>) {
+        let r = self.write(|w| match result {
+            Ok(_) => w.journal_done(journal).map(|_| ()),
+            Err(e) => w.journal_fail(journal, e).map(|_| ()),
+        });
+        if let Err(e) = r {
+            tracing::error!(journal, error = %e, "cannot record the outcome of a journalled action");
+        }
+    }
+
+    /// Carry out `plan`. Database-only actions first (they are instant), then each provider's
+    /// cloud actions, providers in parallel.
+    pub async fn apply(&self, plan: &Plan) -> Result<ApplyReport, ApplyError> {
+        let mut report = ApplyReport::default();
+        self.record_sightings(plan)?;
+        let mut by_provider: BTreeMap<String, Vec<(i64, &Action)>> = BTreeMap::new();
+        for (seq, a) in plan.actions.iter().enumerate() {
+            let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+            match a.kind.provider() {
+                Some(p) => by_provider.entry(p.to_owned()).or_default().push((seq, a)),
+                None => {
+                    self.report(ApplyEvent::Started {
+                        address: a.address.clone(),
+                    });
+                    match self.apply_local(seq, a) {
+                        Ok(detail) => {
+                            report.done += 1;
+                            self.report(ApplyEvent::Done {
+                                address: a.address.clone(),
+                                detail,
+                            });
+                        }
+                        Err(e) => {
+                            let error = e.to_string();
+                            report.failed.push((a.address.clone(), error.clone()));
+                            self.report(ApplyEvent::Failed {
+                                address: a.address.clone(),
+                                error,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let runs = by_provider
+            .into_iter()
+            .map(|(provider, actions)| async move { self.apply_provider(&provider, actions).await });
+        for r in futures_util::future::join_all(runs).await {
+            report.done += r.done;
+            report.failed.extend(r.failed);
+        }
+        Ok(report)
+    }
+
+    fn record_sightings(&self, plan: &Plan) -> Result<(), StateError> {
+        self.write(|w| {
+            for provider in &plan.swept {
+                for kind in LeakKind::ALL {
+                    let seen: Vec<String> = plan
+                        .sightings
+                        .iter()
+                        .filter(|s| &s.provider == provider && s.kind == *kind)
+                        .map(|s| s.external_id.clone())
+                        .collect();
+                    w.observe_leaks(provider, *kind, &seen)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Actions that only change records.
+    fn apply_local(&self, seq: i64, a: &Action) -> Result<String, StateError> {
+        self.write(|w| {
+            let j = self.journal(w, seq, kind_name(&a.kind), a)?;
+            w.journal_start(j)?;
+            let detail = match &a.kind {
+                ActionKind::MarkReady {
+                    node_id,
+                    server_id,
+                    addresses,
+                } => {
+                    mark_ready(w, node_id, server_id, addresses)?;
+                    "ready".to_owned()
+                }
+                ActionKind::AdoptServer { node_id, server_id } => {
+                    w.update_node(node_id, |d| d.server_id = Some(server_id.clone()))?;
+                    let n = w.read().node(node_id)?;
+                    if n.is_some_and(|n| n.state == NodeState::Init) {
+                        w.set_node_state(node_id, NodeState::Building)?;
+                    }
+                    format!("adopted server {server_id}")
+                }
+                ActionKind::ForgetNode { node_id } => {
+                    let n = w.read().node(node_id)?;
+                    if let Some(n) = n {
+                        if n.state != NodeState::Deleting {
+                            w.set_node_state(node_id, NodeState::Deleting)?;
+                        }
+                        w.remove_node(node_id)?;
+                    }
+                    "record removed".to_owned()
+                }
+                ActionKind::AllocateNode { node_id, request } => {
+                    w.update_node(node_id, |d| d.allocated_request = Some(request.clone()))?;
+                    to_pending(w, request)?;
+                    format!("allocated to {request}")
+                }
+                ActionKind::DeallocateNode { node_id, .. } => {
+                    w.update_node(node_id, |d| d.allocated_request = None)?;
+                    "returned to the pool".to_owned()
+                }
+                ActionKind::FulfillRequest { request, nodes } => {
+                    w.set_request_nodes(request, nodes)?;
+                    w.set_request_state(request, RequestState::Fulfilled, None)?;
+                    "fulfilled".to_owned()
+                }
+                ActionKind::FailRequest { request } => {
+                    w.set_request_state(request, RequestState::Failed, Some(&a.reason))?;
+                    "failed".to_owned()
+                }
+                other => unreachable!("{other:?} touches a cloud"),
+            };
+            w.journal_done(j)?;
+            Ok(detail)
+        })
+    }
+
+    /// One provider's cloud actions: mutations with bounded concurrency, then a wait loop for
+    /// launched servers to become ACTIVE and deleted ones to go away.
+    async fn apply_provider(&self, provider: &str, actions: Vec<(i64, &Action)>) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        let Some(client) = self.clients.get(provider) else {
+            for (_, a) in actions {
+                let error = ApplyError::NoClient(provider.to_owned()).to_string();
+                self.report(ApplyEvent::Failed {
+                    address: a.address.clone(),
+                    error: error.clone(),
+                });
+                report.failed.push((a.address.clone(), error));
+            }
+            return report;
+        };
+        let concurrency = self
+            .config
+            .provider(provider)
+            .and_then(|p| p.max_concurrency)
+            .and_then(|c| usize::try_from(c).ok())
+            .filter(|c| *c > 0)
+            .unwrap_or(self.options.default_concurrency);
+        let networks = match self.network_ids(provider, client, &actions).await {
+            Ok(n) => n,
+            Err(e) => {
+                for (_, a) in &actions {
+                    report.failed.push((a.address.clone(), e.to_string()));
+                    self.report(ApplyEvent::Failed {
+                        address: a.address.clone(),
+                        error: e.to_string(),
+                    });
+                }
+                return report;
+            }
+        };
+        use futures_util::StreamExt;
+        let outcomes: Vec<Step> = futures_util::stream::iter(actions)
+            .map(|(seq, a)| {
+                let networks = &networks;
+                async move {
+                    self.report(ApplyEvent::Started {
+                        address: a.address.clone(),
+                    });
+                    self.mutate(client, networks, seq, a).await
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut launching = Vec::new();
+        let mut deleting = Vec::new();
+        for o in outcomes {
+            match o {
+                Step::Done(address, detail) => {
+                    report.done += 1;
+                    self.report(ApplyEvent::Done { address, detail });
+                }
+                Step::Failed(address, error) => {
+                    report.failed.push((address.clone(), error.clone()));
+                    self.report(ApplyEvent::Failed { address, error });
+                }
+                Step::Launching(l) => launching.push(l),
+                Step::Deleting(d) => deleting.push(d),
+            }
+        }
+        self.wait(provider, client, &networks, launching, deleting, &mut report)
+            .await;
+        report
+    }
+
+    /// Network names used by this provider's launches → ids (one list per name).
+    async fn network_ids(
+        &self,
+        provider: &str,
+        client: &OpenStackClient,
+        actions: &[(i64, &Action)],
+    ) -> Result<BTreeMap<String, String>, CloudError> {
+        let launches = actions
+            .iter()
+            .any(|(_, a)| matches!(a.kind, ActionKind::LaunchNode { .. } | ActionKind::RelaunchNode { .. }));
+        let mut names = BTreeSet::new();
+        if let (true, Some(p)) = (launches, self.config.provider(provider)) {
+            for pool in &p.pools {
+                names.extend(pool.networks.iter().cloned());
+                for l in &pool.labels {
+                    names.extend(l.networks.iter().flatten().cloned());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for n in names {
+            let net = client.find_network(&n).await?;
+            out.insert(n, net.id);
+        }
+        Ok(out)
+    }
+
+    async fn mutate(
+        &self,
+        client: &OpenStackClient,
+        networks: &BTreeMap<String, String>,
+        seq: i64,
+        a: &Action,
+    ) -> Step {
+        let failed = |e: String| Step::Failed(a.address.clone(), e);
+        match &a.kind {
+            ActionKind::LaunchNode {
+                provider,
+                pool,
+                label,
+                boot,
+                request,
+            } => {
+                let Some((p, pl, lb)) = self.place(provider, pool, label) else {
+                    return failed(format!("{provider}.{pool}.{label} is no longer configured"));
+                };
+                let (username, ctype, port, python, shell) = launch::connection(&self.config, p, lb);
+                let new = NewNode {
+                    provider: provider.clone(),
+                    pool: pool.clone(),
+                    label: label.clone(),
+                    hostname: None,
+                    state: NodeState::Init,
+                    details: NodeDetails {
+                        cloud: p.cloud.clone(),
+                        region: p.region_name.clone(),
+                        allocated_request: request.clone(),
+                        username: Some(username),
+                        connection_type: Some(ctype),
+                        connection_port: Some(port),
+                        python_path: Some(python),
+                        shell_type: shell,
+                        image_name: Some(boot.image_name.clone()),
+                        upload_id: boot.upload_id.clone(),
+                        image_id: Some(boot.image_id.clone()),
+                        flavor: Some(boot.flavor_name.clone()),
+                        cores: u32::try_from(boot.vcpus).ok(),
+                        ram: u32::try_from(boot.ram_mb).ok(),
+                        instances: Some(1),
+                        ..NodeDetails::default()
+                    },
+                };
+                // The node row (the slot) and the journal entry exist before the create is sent.
+                let prepared = self.write(|w| {
+                    let node = w.insert_node_named(&new, |id| launch::hostname(p, label, id))?;
+                    let j = self.journal(w, seq, "create-server", a)?;
+                    w.journal_start(j)?;
+                    if let Some(r) = request {
+                        to_pending(w, r)?;
+                    }
+                    Ok((node, j))
+                });
+                let (node, j) = match prepared {
+                    Ok(x) => x,
+                    Err(e) => return failed(e.to_string()),
+                };
+                let address = format!("node.{provider}.{pool}.{label}[{}]", node.id);
+                let req_row = request
+                    .as_ref()
+                    .and_then(|r| self.store.lock().ok()?.read().request(r).ok().flatten());
+                let spec = LaunchSpec {
+                    config: &self.config,
+                    provider: p,
+                    pool: pl,
+                    label: lb,
+                    node_id: &node.id,
+                    hostname: &node.hostname,
+                    boot,
+                    request: req_row.as_ref(),
+                    network_ids: networks,
+                };
+                match self.create(client, &spec, &node.id, true).await {
+                    Ok(server_id) => Step::Launching(Launching {
+                        node_id: node.id.clone(),
+                        address,
+                        server_id,
+                        boot: boot.clone(),
+                        request: request.clone(),
+                        journal: j,
+                        since: Instant::now(),
+                    }),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        self.finish(j, &Err(msg.clone()));
+                        Step::Failed(address, msg)
+                    }
+                }
+            }
+            ActionKind::RelaunchNode {
+                node_id,
+                server_id,
+                boot,
+                counts_as_attempt,
+                ..
+            } => {
+                let node = match self.store.lock().expect("store").read().node(node_id) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => return failed(format!("node {node_id} no longer exists")),
+                    Err(e) => return failed(e.to_string()),
+                };
+                let Some((p, pl, lb)) = self.place(&node.provider, &node.pool, &node.label) else {
+                    return failed("the node's pool label is no longer configured".into());
+                };
+                let j = match self.write(|w| {
+                    let j = self.journal(w, seq, "relaunch-server", a)?;
+                    w.journal_start(j)?;
+                    w.update_node(node_id, |d| {
+                        d.image_id = Some(boot.image_id.clone());
+                        d.upload_id = boot.upload_id.clone();
+                        d.flavor = Some(boot.flavor_name.clone());
+                    })?;
+                    Ok(j)
+                }) {
+                    Ok(j) => j,
+                    Err(e) => return failed(e.to_string()),
+                };
+                if let Some(old) = server_id
+                    && let Err(e) = delete_server(client, old).await
+                {
+                    let msg = e.to_string();
+                    self.finish(j, &Err(msg.clone()));
+                    return failed(msg);
+                }
+                let req_row = node
+                    .details
+                    .allocated_request
+                    .as_ref()
+                    .and_then(|r| self.store.lock().ok()?.read().request(r).ok().flatten());
+                let spec = LaunchSpec {
+                    config: &self.config,
+                    provider: p,
+                    pool: pl,
+                    label: lb,
+                    node_id: &node.id,
+                    hostname: &node.hostname,
+                    boot,
+                    request: req_row.as_ref(),
+                    network_ids: networks,
+                };
+                match self.create(client, &spec, node_id, *counts_as_attempt).await {
+                    Ok(sid) => Step::Launching(Launching {
+                        node_id: node_id.clone(),
+                        address: a.address.clone(),
+                        server_id: sid,
+                        boot: boot.clone(),
+                        request: node.details.allocated_request.clone(),
+                        journal: j,
+                        since: Instant::now(),
+                    }),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        self.finish(j, &Err(msg.clone()));
+                        failed(msg)
+                    }
+                }
+            }
+            ActionKind::DeleteNode {
+                node_id, server_id, ..
+            } => {
+                let j = match self.write(|w| {
+                    let j = self.journal(w, seq, "delete-server", a)?;
+                    w.journal_start(j)?;
+                    if let Some(n) = w.read().node(node_id)?
+                        && n.state != NodeState::Deleting
+                    {
+                        w.set_node_state(node_id, NodeState::Deleting)?;
+                    }
+                    Ok(j)
+                }) {
+                    Ok(j) => j,
+                    Err(e) => return failed(e.to_string()),
+                };
+                match server_id {
+                    Some(sid) => match delete_server(client, sid).await {
+                        Ok(()) => Step::Deleting(Deleting {
+                            node_id: node_id.clone(),
+                            address: a.address.clone(),
+                            server_id: sid.clone(),
+                            journal: j,
+                        }),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            self.finish(j, &Err(msg.clone()));
+                            failed(msg)
+                        }
+                    },
+                    None => {
+                        let r = self.write(|w| {
+                            w.remove_node(node_id)?;
+                            w.journal_done(j).map(|_| ())
+                        });
+                        match r {
+                            Ok(()) => Step::Done(a.address.clone(), "record removed (no server)".into()),
+                            Err(e) => failed(e.to_string()),
+                        }
+                    }
+                }
+            }
+            ActionKind::DeleteLeak { kind, external_id, .. } => {
+                let j = match self.write(|w| {
+                    let j = self.journal(w, seq, &format!("delete-{}", kind.as_str()), a)?;
+                    w.journal_start(j)?;
+                    Ok(j)
+                }) {
+                    Ok(j) => j,
+                    Err(e) => return failed(e.to_string()),
+                };
+                let r = match kind {
+                    LeakKind::Server => client.delete_server(external_id).await,
+                    LeakKind::FloatingIp => client.delete_floating_ip(external_id).await,
+                    LeakKind::Port => client.delete_port(external_id).await,
+                    LeakKind::Image => client.delete_image(external_id).await,
+                };
+                let r = match r {
+                    Err(e) if e.is_not_found() => Ok(()),
+                    other => other,
+                };
+                let result = r.map(|()| "deleted".to_owned()).map_err(|e| e.to_string());
+                self.finish(j, &result);
+                match result {
+                    Ok(d) => Step::Done(a.address.clone(), d),
+                    Err(e) => failed(e),
+                }
+            }
+            other => unreachable!("{other:?} is database-only"),
+        }
+    }
+
+    fn place(
+        &self,
+        provider: &str,
+        pool: &str,
+        label: &str,
+    ) -> Option<(
+        &crate::config::model::OpenStackProvider,
+        &crate::config::model::Pool,
+        &crate::config::model::PoolLabel,
+    )> {
+        let p = self.config.provider(provider)?;
+        let pl = p.pools.iter().find(|x| x.name == pool)?;
+        let lb = pl.labels.iter().find(|x| x.name == label)?;
+        Some((p, pl, lb))
+    }
+
+    /// Send the create. On success the node is `building` with its server id; a quota refusal
+    /// leaves it `init` without using an attempt (the next plan retries); an ambiguous failure
+    /// (timeout, dropped connection) also leaves it `init`, so the next plan adopts the server
+    /// if the create did happen (it carries the node id) or launches again if it did not.
+    async fn create(
+        &self,
+        client: &OpenStackClient,
+        spec: &LaunchSpec<'_>,
+        node_id: &str,
+        counts: bool,
+    ) -> Result<String, CloudError> {
+        let req = launch::create_request(spec);
+        match client.create_server(&req).await {
+            Ok(server_id) => {
+                let r = self.write(|w| {
+                    w.update_node(node_id, |d| {
+                        d.server_id = Some(server_id.clone());
+                        d.az = spec.boot.az.clone();
+                        if counts {
+                            d.launch_attempts += 1;
+                        }
+                    })?;
+                    let n = w.read().node(node_id)?;
+                    if n.is_some_and(|n| n.state != NodeState::Building) {
+                        w.set_node_state(node_id, NodeState::Building)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = r {
+                    tracing::error!(node = node_id, error = %e, "server created but not recorded; the next plan adopts it");
+                }
+                Ok(server_id)
+            }
+            Err(e) => {
+                let definite = !(e.is_quota()
+                    || matches!(e, CloudError::Timeout { .. } | CloudError::Transport { connect: false, .. }));
+                let msg = e.to_string();
+                let _ = self.write(|w| {
+                    w.update_node(node_id, |d| d.last_error = Some(msg.clone()))?;
+                    if definite {
+                        let n = w.read().node(node_id)?;
+                        if n.is_some_and(|n| n.state.can_transition_to(NodeState::Failed)) {
+                            w.set_node_state(node_id, NodeState::Failed)?;
+                        }
+                    }
+                    Ok(())
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Poll the provider's server list until every launched node is ready (or failed) and
+    /// every deleted server is gone, retrying failed boots within `launch-retries`.
+    async fn wait(
+        &self,
+        provider: &str,
+        client: &OpenStackClient,
+        networks: &BTreeMap<String, String>,
+        mut launching: Vec<Launching>,
+        mut deleting: Vec<Deleting>,
+        report: &mut ApplyReport,
+    ) {
+        let Some(p) = self.config.provider(provider) else { return };
+        let boot_timeout = Duration::from_secs(p.boot_timeout);
+        let delete_deadline = Instant::now() + self.options.delete_wait;
+        while !launching.is_empty() || !deleting.is_empty() {
+            tokio::time::sleep(self.options.poll_interval).await;
+            let servers = match client.list_servers(&ServerQuery::default()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(provider, error = %e, "server list failed while waiting; trying again");
+                    continue;
+                }
+            };
+            let by_id: BTreeMap<&str, &crate::cloud::Server> = servers.iter().map(|s| (s.id.as_str(), s)).collect();
+            // Deletions: gone → the record goes too.
+            let mut still = Vec::new();
+            for d in deleting.drain(..) {
+                if by_id.contains_key(d.server_id.as_str()) && Instant::now() < delete_deadline {
+                    still.push(d);
+                    continue;
+                }
+                if by_id.contains_key(d.server_id.as_str()) {
+                    let msg = format!("server {} still exists after {:?}; the next run finishes the delete", d.server_id, self.options.delete_wait);
+                    self.finish(d.journal, &Err(msg.clone()));
+                    report.failed.push((d.address.clone(), msg.clone()));
+                    self.report(ApplyEvent::Failed { address: d.address, error: msg });
+                    continue;
+                }
+                let r = self.write(|w| {
+                    if w.read().node(&d.node_id)?.is_some() {
+                        w.remove_node(&d.node_id)?;
+                    }
+                    w.journal_done(d.journal).map(|_| ())
+                });
+                match r {
+                    Ok(()) => {
+                        report.done += 1;
+                        self.report(ApplyEvent::Done {
+                            address: d.address,
+                            detail: format!("server {} deleted", d.server_id),
+                        });
+                    }
+                    Err(e) => report.failed.push((d.address, e.to_string())),
+                }
+            }
+            deleting = still;
+            // Launches: ACTIVE → ready; ERROR or too slow → retry or give up.
+            let mut still = Vec::new();
+            for mut l in launching.drain(..) {
+                let server = by_id.get(l.server_id.as_str());
+                let status = server.map(|s| s.status.as_str().to_owned());
+                let failure = match (server, status.as_deref()) {
+                    (Some(s), Some("ACTIVE")) => {
+                        let addrs = Addresses {
+                            public_ipv4: s.public_ipv4.map(|a| a.to_string()),
+                            private_ipv4: s.private_ipv4.map(|a| a.to_string()),
+                            public_ipv6: s.public_ipv6.map(|a| a.to_string()),
+                            az: s.availability_zone.clone(),
+                        };
+                        let r = self.write(|w| {
+                            mark_ready(w, &l.node_id, &l.server_id, &addrs)?;
+                            w.journal_done(l.journal).map(|_| ())
+                        });
+                        match r {
+                            Ok(()) => {
+                                report.done += 1;
+                                self.report(ApplyEvent::Done {
+                                    address: l.address.clone(),
+                                    detail: format!(
+                                        "ready ({})",
+                                        addrs.interface_ip().unwrap_or_else(|| "no address".into())
+                                    ),
+                                });
+                            }
+                            Err(e) => report.failed.push((l.address.clone(), e.to_string())),
+                        }
+                        continue;
+                    }
+                    (Some(s), Some("ERROR")) => Some((
+                        format!(
+                            "server went to ERROR{}",
+                            s.fault.as_ref().map(|f| format!(": {}", f.message)).unwrap_or_default()
+                        ),
+                        s.fault.as_ref().is_some_and(|f| f.is_quota()),
+                    )),
+                    (None, _) => Some(("server vanished while building".to_owned(), false)),
+                    _ if l.since.elapsed() > boot_timeout => {
+                        Some((format!("not ACTIVE after boot-timeout {} s", p.boot_timeout), false))
+                    }
+                    _ => None,
+                };
+                let Some((why, quota)) = failure else {
+                    still.push(l);
+                    continue;
+                };
+                match self.retry_launch(client, networks, &l, &why, quota).await {
+                    Ok(Some(new_server)) => {
+                        l.server_id = new_server;
+                        l.since = Instant::now();
+                        still.push(l);
+                    }
+                    Ok(None) | Err(_) => {
+                        let msg = format!("launch failed: {why}");
+                        self.finish(l.journal, &Err(msg.clone()));
+                        report.failed.push((l.address.clone(), msg.clone()));
+                        self.report(ApplyEvent::Failed {
+                            address: l.address.clone(),
+                            error: msg,
+                        });
+                    }
+                }
+            }
+            launching = still;
+        }
+    }
+
+    /// Another attempt for a failed boot, or `None` when the attempts are used up (the node
+    /// then goes to `failed` with its server being deleted; the next plan finishes the delete).
+    async fn retry_launch(
+        &self,
+        client: &OpenStackClient,
+        networks: &BTreeMap<String, String>,
+        l: &Launching,
+        why: &str,
+        quota: bool,
+    ) -> Result<Option<String>, CloudError> {
+        let node = self.store.lock().expect("store").read().node(&l.node_id).ok().flatten();
+        let Some(node) = node else { return Ok(None) };
+        let Some((p, pl, lb)) = self.place(&node.provider, &node.pool, &node.label) else {
+            return Ok(None);
+        };
+        let _ = delete_server(client, &l.server_id).await;
+        if !quota && node.details.launch_attempts >= p.launch_retries.max(1) {
+            let _ = self.write(|w| {
+                w.update_node(&l.node_id, |d| d.last_error = Some(why.to_owned()))?;
+                w.set_node_state(&l.node_id, NodeState::Failed)?;
+                Ok(())
+            });
+            return Ok(None);
+        }
+        let req_row = l
+            .request
+            .as_ref()
+            .and_then(|r| self.store.lock().ok()?.read().request(r).ok().flatten());
+        let spec = LaunchSpec {
+            config: &self.config,
+            provider: p,
+            pool: pl,
+            label: lb,
+            node_id: &node.id,
+            hostname: &node.hostname,
+            boot: &l.boot,
+            request: req_row.as_ref(),
+            network_ids: networks,
+        };
+        tracing::info!(node = %node.id, reason = why, "launching again");
+        self.create(client, &spec, &node.id, !quota).await.map(Some)
+    }
+}
+
+enum Step {
+    Done(String, String),
+    Failed(String, String),
+    Launching(Launching),
+    Deleting(Deleting),
+}
+
+async fn delete_server(client: &OpenStackClient, id: &str) -> Result<(), CloudError> {
+    match client.delete_server(id).await {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+fn mark_ready(w: &WriteTx<'_>, node_id: &str, server_id: &str, a: &Addresses) -> Result<(), StateError> {
+    w.update_node(node_id, |d| {
+        d.server_id = Some(server_id.to_owned());
+        d.public_ipv4 = a.public_ipv4.clone();
+        d.private_ipv4 = a.private_ipv4.clone();
+        d.public_ipv6 = a.public_ipv6.clone();
+        d.interface_ip = a.interface_ip();
+        if a.az.is_some() {
+            d.az = a.az.clone();
+        }
+    })?;
+    let n = w.read().node(node_id)?;
+    if n.is_some_and(|n| n.state == NodeState::Init) {
+        w.set_node_state(node_id, NodeState::Building)?;
+    }
+    w.set_node_state(node_id, NodeState::Ready)?;
+    Ok(())
+}
+
+fn to_pending(w: &WriteTx<'_>, request: &str) -> Result<(), StateError> {
+    if let Some(r) = w.read().request(request)?
+        && r.state == RequestState::Requested
+    {
+        w.set_request_state(request, RequestState::Pending, None)?;
+    }
+    Ok(())
+}
+
+fn kind_name(k: &ActionKind) -> &'static str {
+    match k {
+        ActionKind::LaunchNode { .. } => "create-server",
+        ActionKind::RelaunchNode { .. } => "relaunch-server",
+        ActionKind::MarkReady { .. } => "mark-ready",
+        ActionKind::AdoptServer { .. } => "adopt-server",
+        ActionKind::DeleteNode { .. } => "delete-server",
+        ActionKind::ForgetNode { .. } => "forget-node",
+        ActionKind::AllocateNode { .. } => "allocate-node",
+        ActionKind::DeallocateNode { .. } => "deallocate-node",
+        ActionKind::FulfillRequest { .. } => "fulfill-request",
+        ActionKind::FailRequest { .. } => "fail-request",
+        ActionKind::DeleteLeak { .. } => "delete-leak",
+    }
+}
