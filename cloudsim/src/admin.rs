@@ -382,7 +382,11 @@ async fn reset(State(sim): State<SharedSim>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn set_quota(State(sim): State<SharedSim>, Path(project): Path<String>, Json(q): Json<QuotaConfig>) -> Response {
+async fn set_quota(State(sim): State<SharedSim>, Path(project): Path<String>, body: axum::body::Bytes) -> Response {
+    let q: QuotaConfig = match serde_json::from_slice(&body) {
+        Ok(q) => q,
+        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     let mut identity = sim.identity_mut();
     match identity.projects.iter_mut().find(|p| p.id == project || p.name == project) {
         Some(p) => {

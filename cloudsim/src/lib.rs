@@ -24,6 +24,9 @@ pub mod state;
 
 mod server;
 
+#[cfg(test)]
+mod handler_tests;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 

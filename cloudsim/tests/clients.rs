@@ -3,6 +3,7 @@
 //! The clients come from the venv in `NODEPOOL_TEST_VENV` (made by `testing/python-venv.sh`).
 //! Unset: the tests are skipped with a loud message. Set but broken: the tests fail.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,7 +12,9 @@ use serde_json::Value;
 
 fn venv_bin() -> Option<PathBuf> {
     let Ok(venv) = std::env::var("NODEPOOL_TEST_VENV") else {
-        eprintln!(
+        // Written to the real stderr (not eprintln!, which the test harness captures).
+        let _ = writeln!(
+            std::io::stderr(),
             "\n*** SKIPPED: NODEPOOL_TEST_VENV is not set, so python-openstackclient/openstacksdk \
              conformance was NOT checked. Run testing/python-venv.sh and export NODEPOOL_TEST_VENV. ***\n"
         );
