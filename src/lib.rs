@@ -5,6 +5,7 @@
 
 pub mod cloud;
 pub mod config;
+pub mod ops;
 pub mod reconcile;
 pub mod secret;
 pub mod state;

@@ -4,8 +4,10 @@
 //! library, and hand its result to a renderer. `anyhow` is used here and nowhere else.
 
 mod config_validate;
+mod plan;
 
 use clap::{Parser, Subcommand};
+use nodepool::ops::Paths;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,7 +23,7 @@ pub struct Cli {
 }
 
 /// Options every command that reads the config takes.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {
     /// The config: a nodepool.yaml file, or a config repo directory holding one.
     #[arg(
@@ -36,6 +38,34 @@ pub struct ConfigArgs {
     pub secure: Option<PathBuf>,
 }
 
+/// Options of commands that also use the database and the clouds.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The clouds.yaml with the providers' credentials (default: where openstacksdk looks).
+    #[arg(long = "clouds", env = "OS_CLIENT_CONFIG_FILE")]
+    pub clouds: Option<PathBuf>,
+    /// The state database (SQLite).
+    #[arg(
+        long = "state",
+        env = "NODEPOOL_STATE",
+        default_value = "/var/lib/nodepool/nodepool.db"
+    )]
+    pub state: PathBuf,
+}
+
+impl StateArgs {
+    pub fn paths(&self) -> Paths {
+        Paths {
+            config: self.config.config.clone(),
+            secure: self.config.secure.clone(),
+            clouds: self.clouds.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check the configuration: schema, references, and every problem with file and line.
@@ -46,6 +76,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what apply would do: the config change since the last apply, then every action.
+    Plan(plan::PlanArgs),
+    /// Carry out a plan (a saved one, or a fresh one after confirmation).
+    Apply(plan::ApplyArgs),
     /// Print the JSON Schema of nodepool.yaml.
     Schema,
 }
@@ -55,6 +89,8 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::ConfigValidate { config, json } => config_validate::run(&config, json),
+        Command::Plan(args) => runtime().and_then(|rt| rt.block_on(plan::plan(args))),
+        Command::Apply(args) => runtime().and_then(|rt| rt.block_on(plan::apply(args))),
         Command::Schema => {
             println!(
                 "{}",
@@ -73,9 +109,14 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("NODEPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter =
+        EnvFilter::try_from_env("NODEPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -725,7 +725,7 @@ impl Applier {
                                 self.report(ApplyEvent::Done {
                                     address: l.address.clone(),
                                     detail: format!(
-                                        "ready ({})",
+                                        "ready at {}",
                                         addrs.interface_ip().unwrap_or_else(|| "no address".into())
                                     ),
                                 });

@@ -8,6 +8,7 @@ pub mod launch;
 pub mod observe;
 pub mod plan;
 pub mod render;
+pub mod stale;
 pub mod world;
 
 pub use plan::{Action, ActionKind, Change, Plan, Summary, plan};

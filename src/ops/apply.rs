@@ -1,0 +1,155 @@
+//! `apply`: take the writer lease, refuse a stale saved plan, carry the plan out, record the
+//! config revision.
+
+use super::{OpError, Workspace};
+use crate::reconcile::apply::{ApplyOptions, ApplyReport, Applier, Reporter};
+use crate::reconcile::render::PlanDocument;
+use crate::reconcile::stale;
+use crate::state::{ConfigStatus, LeaseGuard, NewConfigRevision, Store};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long the writer lease lasts without renewal (a killed holder frees it after this).
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// Who holds the lease, for the message another writer gets.
+pub fn holder(what: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{what} (pid {} on {host})", std::process::id())
+}
+
+/// Take the writer lease, or fail naming its holder.
+pub fn lease(store: &Store, what: &str) -> Result<LeaseGuard, OpError> {
+    Ok(store.acquire_lease(&holder(what), LEASE_TTL)?)
+}
+
+/// Why a saved plan may not be applied any more, if it may not.
+pub async fn staleness(ws: &mut Workspace, doc: &PlanDocument, now: i64) -> Result<Option<String>, OpError> {
+    if doc.config_revision != ws.revision {
+        return Ok(Some(format!(
+            "the config changed since the plan was made (plan: {}, now: {})",
+            doc.config_revision, ws.revision
+        )));
+    }
+    let stamp = ws.store.read().stamp()?;
+    if stamp.lineage != doc.lineage {
+        return Ok(Some(format!(
+            "the plan was made against another database (lineage {}, this one is {})",
+            doc.lineage, stamp.lineage
+        )));
+    }
+    if stamp.serial != doc.serial {
+        return Ok(Some(format!(
+            "the database changed since the plan was made (serial {} then, {} now)",
+            doc.serial, stamp.serial
+        )));
+    }
+    let (world, _) = super::plan::observe(ws, now).await?;
+    let now_fp = stale::fingerprints(&doc.plan, &world);
+    let moved: Vec<&String> = doc
+        .fingerprints
+        .iter()
+        .filter(|(addr, fp)| now_fp.get(*addr) != Some(fp))
+        .map(|(addr, _)| addr)
+        .collect();
+    if moved.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(format!(
+            "what the plan acts on has changed since it was made: {}",
+            moved.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )))
+    }
+}
+
+/// Carry out `doc` under `lease`, then record the config revision as applied (or failed).
+pub async fn apply(
+    ws: Workspace,
+    doc: &PlanDocument,
+    lease: LeaseGuard,
+    options: ApplyOptions,
+    reporter: Reporter,
+) -> Result<(ApplyReport, Workspace), OpError> {
+    let Workspace {
+        paths,
+        loaded,
+        revision,
+        store,
+        clients,
+        unresolved,
+    } = ws;
+    let config = Arc::new(loaded.config.clone());
+    let store = Arc::new(Mutex::new(store));
+    let lease = Arc::new(Mutex::new(lease));
+    let renewer = {
+        let lease = Arc::clone(&lease);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LEASE_TTL / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = lease.lock().expect("lease lock").renew() {
+                    tracing::error!(error = %e, "cannot renew the writer lease");
+                }
+            }
+        })
+    };
+    let applier = Applier {
+        config,
+        store: Arc::clone(&store),
+        lease: Arc::clone(&lease),
+        clients: clients.clone(),
+        plan_id: format!("{}-{}", doc.created_at, uuid::Uuid::new_v4().simple()),
+        options,
+        reporter,
+    };
+    let result = applier.apply(&doc.plan).await;
+    drop(applier);
+    renewer.abort();
+    let report = result.map_err(|e| OpError::Refused(e.to_string()))?;
+    let store = Arc::try_unwrap(store)
+        .map_err(|_| OpError::Refused("the store is still shared after apply".into()))?
+        .into_inner()
+        .expect("store lock");
+    let lease = Arc::try_unwrap(lease)
+        .map_err(|_| OpError::Refused("the lease is still shared after apply".into()))?
+        .into_inner()
+        .expect("lease lock");
+    let mut store = store;
+    let status = if report.failed.is_empty() {
+        ConfigStatus::Ok
+    } else {
+        ConfigStatus::Failed
+    };
+    let errors = (!report.failed.is_empty()).then(|| {
+        report
+            .failed
+            .iter()
+            .map(|(a, e)| format!("{a}: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    store.write_under_lease(&lease, |w| {
+        w.record_config_revision(&NewConfigRevision {
+            revision: revision.clone(),
+            source: loaded.path.display().to_string(),
+            status,
+            errors,
+        })
+        .map(|_| ())
+    })?;
+    lease.release()?;
+    Ok((
+        report,
+        Workspace {
+            paths,
+            loaded,
+            revision,
+            store,
+            clients,
+            unresolved,
+        },
+    ))
+}
