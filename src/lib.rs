@@ -9,3 +9,4 @@ pub mod ops;
 pub mod reconcile;
 pub mod secret;
 pub mod state;
+pub mod tables;

@@ -4,6 +4,7 @@
 //! library, and hand its result to a renderer. `anyhow` is used here and nowhere else.
 
 mod config_validate;
+mod nodes;
 mod plan;
 
 use clap::{Parser, Subcommand};
@@ -80,6 +81,42 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Carry out a plan (a saved one, or a fresh one after confirmation).
     Apply(plan::ApplyArgs),
+    /// List nodes (and what their clouds say of each server).
+    List(nodes::ListArgs),
+    /// Ask for nodes, as Zuul does.
+    Request(nodes::RequestArgs),
+    /// The consumer is done with a node: it is deleted by the next apply.
+    Release(nodes::NodeArgs),
+    /// Delete a node (its server is deleted by the next apply).
+    Delete(nodes::NodeArgs),
+    /// Hold a node for an operator.
+    Hold(nodes::HoldArgs),
+    /// Delete every resource of ours in a provider's cloud and all its records (shown first).
+    Erase(nodes::EraseArgs),
+    /// List node requests.
+    RequestList(nodes::TableArgs),
+    /// List image uploads.
+    ImageList(nodes::TableArgs),
+    /// List image builds.
+    DibImageList(nodes::TableArgs),
+    /// List images in the clouds that look like ours but no upload record owns.
+    AlienImageList {
+        #[command(flatten)]
+        args: nodes::TableArgs,
+        provider: Option<String>,
+    },
+    /// A provider's nodes and image uploads.
+    Info {
+        #[command(flatten)]
+        args: nodes::TableArgs,
+        provider: String,
+    },
+    /// Check each provider end to end: credentials, permissions, quota, latency, leftovers.
+    Doctor {
+        #[command(flatten)]
+        args: nodes::TableArgs,
+        provider: Option<String>,
+    },
     /// Print the JSON Schema of nodepool.yaml.
     Schema,
 }
@@ -91,6 +128,20 @@ pub fn main() -> ExitCode {
         Command::ConfigValidate { config, json } => config_validate::run(&config, json),
         Command::Plan(args) => runtime().and_then(|rt| rt.block_on(plan::plan(args))),
         Command::Apply(args) => runtime().and_then(|rt| rt.block_on(plan::apply(args))),
+        Command::List(args) => runtime().and_then(|rt| rt.block_on(nodes::list(args))),
+        Command::Request(args) => runtime().and_then(|rt| rt.block_on(nodes::request(args))),
+        Command::Release(args) => nodes::release(args),
+        Command::Delete(args) => nodes::delete(args),
+        Command::Hold(args) => nodes::hold(args),
+        Command::Erase(args) => runtime().and_then(|rt| rt.block_on(nodes::erase(args))),
+        Command::RequestList(args) => nodes::request_list(args),
+        Command::ImageList(args) => nodes::image_list(args),
+        Command::DibImageList(args) => nodes::dib_image_list(args),
+        Command::AlienImageList { args, provider } => {
+            runtime().and_then(|rt| rt.block_on(nodes::alien_image_list(args, provider)))
+        }
+        Command::Info { args, provider } => nodes::info(args, provider),
+        Command::Doctor { args, provider } => runtime().and_then(|rt| rt.block_on(nodes::doctor(args, provider))),
         Command::Schema => {
             println!(
                 "{}",

@@ -121,12 +121,22 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             planned.doc
         }
     };
+    run_apply(ws, doc, lease, args.poll_interval).await
+}
+
+/// Carry out `doc` with progress lines and the closing summary.
+pub(super) async fn run_apply(
+    ws: Workspace,
+    doc: PlanDocument,
+    lease: nodepool::state::LeaseGuard,
+    poll_interval: f64,
+) -> anyhow::Result<ExitCode> {
     if doc.plan.is_empty() {
         println!("No changes.");
         return Ok(ExitCode::SUCCESS);
     }
     let options = ApplyOptions {
-        poll_interval: Duration::from_secs_f64(args.poll_interval.max(0.05)),
+        poll_interval: Duration::from_secs_f64(poll_interval.max(0.05)),
         ..ApplyOptions::default()
     };
     let reporter = Arc::new(|e: &ApplyEvent| {
@@ -142,7 +152,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     Ok(summary(&doc, &report))
 }
 
-fn confirm() -> anyhow::Result<()> {
+pub(super) fn confirm() -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
         bail!("standard input is not a terminal: refusing to ask for confirmation; use --auto-approve or a saved plan");
     }

@@ -6,6 +6,8 @@
 
 pub mod apply;
 pub mod history;
+pub mod inventory;
+pub mod nodes;
 pub mod plan;
 
 use crate::cloud::{ClientOptions, CloudError, OpenStackClient};
