@@ -50,10 +50,17 @@ pub fn routes(sim: SharedSim) -> Router {
         .route(&p("/servers/detail"), get(list_servers_detail))
         .route(&p("/servers/{id}"), get(show_server).delete(delete_server))
         .route(&p("/servers/{id}/action"), post(server_action))
-        .route(&p("/servers/{id}/metadata"), get(get_metadata).post(update_metadata).put(replace_metadata))
+        .route(
+            &p("/servers/{id}/metadata"),
+            get(get_metadata)
+                .post(update_metadata)
+                .put(replace_metadata),
+        )
         .route(
             &p("/servers/{id}/metadata/{key}"),
-            get(get_meta_item).put(put_meta_item).delete(delete_meta_item),
+            get(get_meta_item)
+                .put(put_meta_item)
+                .delete(delete_meta_item),
         )
         .route(&p("/flavors"), get(list_flavors))
         .route(&p("/flavors/detail"), get(list_flavors_detail))
@@ -63,7 +70,10 @@ pub fn routes(sim: SharedSim) -> Router {
         .route(&p("/os-availability-zone"), get(availability_zones))
         .route(&p("/os-availability-zone/detail"), get(availability_zones))
         .route(&p("/os-keypairs"), get(list_keypairs).post(create_keypair))
-        .route(&p("/os-keypairs/{name}"), get(show_keypair).delete(delete_keypair))
+        .route(
+            &p("/os-keypairs/{name}"),
+            get(show_keypair).delete(delete_keypair),
+        )
         .route(&p("/os-quota-sets/{project}"), get(quota_set))
         .route(&p("/os-quota-sets/{project}/detail"), get(quota_set_detail))
         .route_layer(middleware::from_fn_with_state(sim.clone(), require_token))
@@ -94,7 +104,11 @@ pub fn fault(status: StatusCode, message: &str) -> Response {
         503 => "serviceUnavailable",
         _ => "computeFault",
     };
-    (status, Json(json!({ name: {"code": status.as_u16(), "message": message} }))).into_response()
+    (
+        status,
+        Json(json!({ name: {"code": status.as_u16(), "message": message} })),
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {
@@ -102,7 +116,10 @@ fn bad_request(message: &str) -> Response {
 }
 
 fn server_not_found(id: &str) -> Response {
-    fault(StatusCode::NOT_FOUND, &format!("Instance {id} could not be found."))
+    fault(
+        StatusCode::NOT_FOUND,
+        &format!("Instance {id} could not be found."),
+    )
 }
 
 /// Reads the requested microversion, refuses unsupported ones, and echoes it on the response.
@@ -130,13 +147,17 @@ async fn negotiate(State(sim): State<SharedSim>, mut req: Request, next: Next) -
         None => Microversion(2, 1),
         Some("latest") => max,
         Some(v) => match parse_microversion(v) {
-            Some((a, b)) if Microversion(a, b) >= Microversion(2, 1) && Microversion(a, b) <= max => {
+            Some((a, b))
+                if Microversion(a, b) >= Microversion(2, 1) && Microversion(a, b) <= max =>
+            {
                 Microversion(a, b)
             }
             Some(_) => {
                 return fault(
                     StatusCode::NOT_ACCEPTABLE,
-                    &format!("Version {v} is not supported by the API. Minimum is 2.1 and maximum is {max}."),
+                    &format!(
+                        "Version {v} is not supported by the API. Minimum is 2.1 and maximum is {max}."
+                    ),
                 );
             }
             None => return bad_request(&format!("Invalid format for API version {v}.")),
@@ -151,7 +172,10 @@ async fn negotiate(State(sim): State<SharedSim>, mut req: Request, next: Next) -
     if let Ok(v) = HeaderValue::from_str(&mv.to_string()) {
         h.insert("x-openstack-nova-api-version", v);
     }
-    h.insert("vary", HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"));
+    h.insert(
+        "vary",
+        HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    );
     r
 }
 
@@ -209,7 +233,11 @@ fn flavor_json(sim: &SharedSim, f: &Flavor, mv: Microversion, detail: bool) -> V
         }
         return v;
     }
-    let swap = if f.swap == 0 && !mv.at_least(75) { json!("") } else { json!(f.swap) };
+    let swap = if f.swap == 0 && !mv.at_least(75) {
+        json!("")
+    } else {
+        json!(f.swap)
+    };
     let m = v.as_object_mut().expect("object");
     m.insert("ram".into(), json!(f.ram));
     m.insert("disk".into(), json!(f.disk));
@@ -231,14 +259,22 @@ fn flavor_json(sim: &SharedSim, f: &Flavor, mv: Microversion, detail: bool) -> V
 fn addresses(store: &Store, s: &Server) -> Value {
     let mut out: IndexMap<String, Vec<Value>> = IndexMap::new();
     for pid in &s.port_ids {
-        let Some(port) = store.ports.get(pid) else { continue };
-        let Some(net) = store.network(&port.network_id) else { continue };
+        let Some(port) = store.ports.get(pid) else {
+            continue;
+        };
+        let Some(net) = store.network(&port.network_id) else {
+            continue;
+        };
         let list = out.entry(net.name.clone()).or_default();
-        list.push(json!({"version": 4, "addr": port.ip, "OS-EXT-IPS:type": "fixed",
-                         "OS-EXT-IPS-MAC:mac_addr": port.mac}));
+        list.push(
+            json!({"version": 4, "addr": port.ip, "OS-EXT-IPS:type": "fixed",
+                         "OS-EXT-IPS-MAC:mac_addr": port.mac}),
+        );
         if let Some(f) = store.fip_by_port.get(pid).and_then(|f| store.fips.get(f)) {
-            list.push(json!({"version": 4, "addr": f.address, "OS-EXT-IPS:type": "floating",
-                             "OS-EXT-IPS-MAC:mac_addr": port.mac}));
+            list.push(
+                json!({"version": 4, "addr": f.address, "OS-EXT-IPS:type": "floating",
+                             "OS-EXT-IPS-MAC:mac_addr": port.mac}),
+            );
         }
     }
     json!(out)
@@ -246,7 +282,7 @@ fn addresses(store: &Store, s: &Server) -> Value {
 
 /// A server as `GET /servers/{id}` shows it at this microversion.
 pub fn server_json(sim: &SharedSim, store: &Store, s: &Server, mv: Microversion) -> Value {
-    let status = if s.deleting_until.is_some() { s.status } else { s.status };
+    let status = s.status;
     let task_state = if s.deleting_until.is_some() {
         json!("deleting")
     } else if status == ServerStatus::Build {
@@ -329,7 +365,9 @@ pub fn server_json(sim: &SharedSim, store: &Store, s: &Server, mv: Microversion)
 /// Nova's hostId: a per-project hash of the host name (sha224 in Nova; any stable hex suffices).
 fn host_id(project: &str) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha224::digest(format!("{project}simhost1").as_bytes()))
+    hex::encode(sha2::Sha224::digest(
+        format!("{project}simhost1").as_bytes(),
+    ))
 }
 
 struct ListOptions {
@@ -354,7 +392,13 @@ async fn list_servers_detail(
     list(&sim, mv, &caller, &q, ListOptions { detail: true })
 }
 
-fn list(sim: &SharedSim, mv: Microversion, caller: &Caller, q: &[(String, String)], opts: ListOptions) -> Response {
+fn list(
+    sim: &SharedSim,
+    mv: Microversion,
+    caller: &Caller,
+    q: &[(String, String)],
+    opts: ListOptions,
+) -> Response {
     let limit = match page_limit(q, MAX_PAGE) {
         Ok(l) => l,
         Err(e) => return bad_request(&e),
@@ -363,21 +407,30 @@ fn list(sim: &SharedSim, mv: Microversion, caller: &Caller, q: &[(String, String
         None => None,
         Some(s) => match parse_time(s) {
             Some(t) => Some(t),
-            None => return bad_request(&format!("Invalid input for query parameters changes-since. Value: {s}.")),
+            None => {
+                return bad_request(&format!(
+                    "Invalid input for query parameters changes-since. Value: {s}."
+                ));
+            }
         },
     };
-    let name_re = match param(q, "name") {
-        None => None,
-        Some(n) => Some(regex::Regex::new(n).unwrap_or_else(|_| {
+    // Nova matches `name` as a regex; an invalid one is taken literally.
+    let name_re = param(q, "name").map(|n| {
+        regex::Regex::new(n).unwrap_or_else(|_| {
             regex::Regex::new(&regex::escape(n)).expect("escaped regex is valid")
-        })),
-    };
+        })
+    });
     let status = param(q, "status").map(str::to_uppercase);
     let marker = param(q, "marker");
     let store = sim.store();
     let rows = match store.servers.page_from(marker, true) {
         Ok(r) => r,
-        Err(_) => return bad_request(&format!("marker [{}] not found", marker.unwrap_or_default())),
+        Err(_) => {
+            return bad_request(&format!(
+                "marker [{}] not found",
+                marker.unwrap_or_default()
+            ));
+        }
     };
     let page: Vec<&Server> = rows
         .filter(|s| s.project_id == caller.project_id)
@@ -400,12 +453,20 @@ fn list(sim: &SharedSim, mv: Microversion, caller: &Caller, q: &[(String, String
         })
         .collect();
     let mut body = json!({ "servers": items });
-    if limit > 0 && page.len() == limit
+    if limit > 0
+        && page.len() == limit
         && let Some(last) = page.last()
     {
-        let path = if opts.detail { "servers/detail" } else { "servers" };
-        let mut qs: Vec<(String, String)> =
-            q.iter().filter(|(k, _)| k != "marker" && k != "limit").cloned().collect();
+        let path = if opts.detail {
+            "servers/detail"
+        } else {
+            "servers"
+        };
+        let mut qs: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| k != "marker" && k != "limit")
+            .cloned()
+            .collect();
         qs.push(("limit".into(), limit.to_string()));
         qs.push(("marker".into(), last.id.clone()));
         let href = format!("{}/{path}?{}", sim.compute_url(), encode_query(&qs));
@@ -442,7 +503,10 @@ async fn delete_server(
     Path(id): Path<String>,
 ) -> Response {
     let mut store = sim.store();
-    let mine = store.servers.get(&id).is_some_and(|s| s.project_id == caller.project_id);
+    let mine = store
+        .servers
+        .get(&id)
+        .is_some_and(|s| s.project_id == caller.project_id);
     if mine && store.delete_server(&id, Utc::now()) {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -460,7 +524,11 @@ async fn server_action(
         return bad_request("Malformed request body");
     };
     let store = sim.store();
-    let Some(s) = store.servers.get(&id).filter(|s| s.is_live() && s.project_id == caller.project_id) else {
+    let Some(s) = store
+        .servers
+        .get(&id)
+        .filter(|s| s.is_live() && s.project_id == caller.project_id)
+    else {
         return server_not_found(&id);
     };
     let Some((action, args)) = body.as_object().and_then(|o| o.iter().next()) else {
@@ -517,7 +585,9 @@ fn with_server<T>(
 
 fn metadata_from(body: &Value, key: &str) -> Result<IndexMap<String, String>, Response> {
     let Some(obj) = body.get(key).and_then(Value::as_object) else {
-        return Err(bad_request(&format!("Invalid input for field/attribute {key}.")));
+        return Err(bad_request(&format!(
+            "Invalid input for field/attribute {key}."
+        )));
     };
     obj.iter()
         .map(|(k, v)| match v {
@@ -619,7 +689,9 @@ async fn delete_meta_item(
     Extension(caller): Extension<Caller>,
     Path((id, key)): Path<(String, String)>,
 ) -> Response {
-    match with_server(&sim, &caller, &id, |s| s.metadata.shift_remove(&key).is_some()) {
+    match with_server(&sim, &caller, &id, |s| {
+        s.metadata.shift_remove(&key).is_some()
+    }) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => fault(StatusCode::NOT_FOUND, "Metadata item was not found"),
         Err(r) => r,
@@ -632,7 +704,10 @@ fn ref_id(v: &str) -> &str {
 }
 
 fn quota_of(sim: &SharedSim, project: &str) -> QuotaConfig {
-    sim.identity().project(project).map(|p| p.quota).unwrap_or(sim.config.quota)
+    sim.identity()
+        .project(project)
+        .map(|p| p.quota)
+        .unwrap_or(sim.config.quota)
 }
 
 /// Nova's TooManyInstances message for a refused multi-create of `min..=max` servers.
@@ -662,31 +737,36 @@ fn quota_message(
     if headroom >= min {
         return Ok(headroom);
     }
-    let overs: Vec<_> = per
-        .iter()
-        .filter(|(_, used, limit, each)| *limit >= 0 && used + max * each > *limit)
-        .collect();
-    let requested = |name: &str, each: i64| {
-        if name == "instances" && min != max {
+    // Nova lists every exceeded resource, comma separated, in each part of the message.
+    let (mut names, mut reqs, mut useds, mut limits) = (vec![], vec![], vec![], vec![]);
+    for (name, used, limit, each) in per {
+        if limit < 0 || used + max * each <= limit {
+            continue;
+        }
+        names.push(name.to_string());
+        reqs.push(if name == "instances" && min != max {
             format!("{min}-{max}")
         } else {
             (max * each).to_string()
-        }
-    };
-    let join = |f: &dyn Fn(&&(&str, i64, i64, i64)) -> String| overs.iter().map(f).collect::<Vec<_>>().join(",");
-    let names = join(&|o| o.0.to_string());
+        });
+        useds.push(used.to_string());
+        limits.push(limit.to_string());
+    }
+    let names = names.join(",");
     Err(format!(
         "Quota exceeded for {names}: Requested {}, but already used {} of {} {names}",
-        join(&|o| requested(o.0, o.3)),
-        join(&|o| o.1.to_string()),
-        join(&|o| o.2.to_string()),
+        reqs.join(","),
+        useds.join(","),
+        limits.join(","),
     ))
 }
 
 fn truthy(v: Option<&Value>) -> bool {
     match v {
         Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"),
+        Some(Value::String(s)) => {
+            matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+        }
         _ => false,
     }
 }
@@ -694,8 +774,15 @@ fn truthy(v: Option<&Value>) -> bool {
 fn count_of(v: Option<&Value>, default: i64) -> Result<i64, Response> {
     match v {
         None | Some(Value::Null) => Ok(default),
-        Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= 1).ok_or_else(|| bad_request("count must be >= 1")),
-        Some(Value::String(s)) => s.parse().ok().filter(|n| *n >= 1).ok_or_else(|| bad_request("count must be >= 1")),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad_request("count must be >= 1")),
+        Some(Value::String(s)) => s
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad_request("count must be >= 1")),
         Some(_) => Err(bad_request("count must be an integer")),
     }
 }
@@ -710,7 +797,9 @@ async fn create_server(
         return bad_request("Malformed request body");
     };
     let Some(req) = body.get("server").and_then(Value::as_object) else {
-        return bad_request("Invalid input for field/attribute server. 'server' is a required property");
+        return bad_request(
+            "Invalid input for field/attribute server. 'server' is a required property",
+        );
     };
     match build_and_create(&sim, mv, &caller, req) {
         Ok(r) | Err(r) => r,
@@ -727,12 +816,22 @@ fn build_and_create(
         .get("name")
         .and_then(Value::as_str)
         .filter(|n| !n.trim().is_empty() && n.len() <= 255)
-        .ok_or_else(|| bad_request("Invalid input for field/attribute name. 'name' is a required property"))?
+        .ok_or_else(|| {
+            bad_request("Invalid input for field/attribute name. 'name' is a required property")
+        })?
         .to_string();
     let flavor_ref = req
         .get("flavorRef")
-        .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_i64().map(|n| n.to_string())))
-        .ok_or_else(|| bad_request("Invalid input for field/attribute flavorRef. 'flavorRef' is a required property"))?;
+        .and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_i64().map(|n| n.to_string()))
+        })
+        .ok_or_else(|| {
+            bad_request(
+                "Invalid input for field/attribute flavorRef. 'flavorRef' is a required property",
+            )
+        })?;
     let metadata = match req.get("metadata") {
         None => IndexMap::new(),
         Some(_) => metadata_from(&Value::Object(req.clone()), "metadata")?,
@@ -749,21 +848,33 @@ fn build_and_create(
             .map(|g| g.get("name").and_then(Value::as_str).map(str::to_string))
             .collect::<Option<_>>()
             .ok_or_else(|| bad_request("Invalid input for field/attribute security_groups."))?,
-        Some(_) => return Err(bad_request("Invalid input for field/attribute security_groups.")),
+        Some(_) => {
+            return Err(bad_request(
+                "Invalid input for field/attribute security_groups.",
+            ));
+        }
     };
     let az = match req.get("availability_zone").and_then(Value::as_str) {
         None => sim.config.availability_zones[0].clone(),
         Some(a) => {
             let zone = a.split(':').next().unwrap_or(a);
             if !sim.config.availability_zones.iter().any(|z| z == zone) {
-                return Err(bad_request(&format!("The requested availability zone is not available")));
+                return Err(bad_request(
+                    "The requested availability zone is not available",
+                ));
             }
             zone.to_string()
         }
     };
-    let user_data = req.get("user_data").and_then(Value::as_str).map(str::to_string);
+    let user_data = req
+        .get("user_data")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let config_drive = truthy(req.get("config_drive"));
-    let key_name = req.get("key_name").and_then(Value::as_str).map(str::to_string);
+    let key_name = req
+        .get("key_name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
 
     let mut store = sim.store();
     let flavor = store
@@ -779,14 +890,22 @@ fn build_and_create(
     }
 
     // Image, or boot from volume.
-    let image_ref = req.get("imageRef").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let image_ref = req
+        .get("imageRef")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
     let mut volume_ids = Vec::new();
     let mut bdm_boot = false;
     if let Some(bdms) = req.get("block_device_mapping_v2").and_then(Value::as_array) {
         for bdm in bdms {
             let source = bdm.get("source_type").and_then(Value::as_str).unwrap_or("");
-            let dest = bdm.get("destination_type").and_then(Value::as_str).unwrap_or("volume");
-            let boot_index = bdm.get("boot_index").and_then(|b| b.as_i64().or_else(|| b.as_str()?.parse().ok()));
+            let dest = bdm
+                .get("destination_type")
+                .and_then(Value::as_str)
+                .unwrap_or("volume");
+            let boot_index = bdm
+                .get("boot_index")
+                .and_then(|b| b.as_i64().or_else(|| b.as_str()?.parse().ok()));
             if boot_index == Some(0) && dest == "volume" {
                 bdm_boot = true;
             }
@@ -822,7 +941,11 @@ fn build_and_create(
     let mut port_ids = Vec::new();
     let auto = |store: &Store, network_ids: &mut Vec<String>| -> Result<(), Response> {
         // "auto": the one usable shared network, as auto-allocated-topology would give.
-        let usable: Vec<_> = store.networks.iter().filter(|n| n.shared && !n.external).collect();
+        let usable: Vec<_> = store
+            .networks
+            .iter()
+            .filter(|n| n.shared && !n.external)
+            .collect();
         match usable.as_slice() {
             [] => Ok(()),
             [one] => {
@@ -837,7 +960,9 @@ fn build_and_create(
     };
     match req.get("networks") {
         None if mv.at_least(37) => {
-            return Err(bad_request("Invalid input for field/attribute server. 'networks' is a required property"));
+            return Err(bad_request(
+                "Invalid input for field/attribute server. 'networks' is a required property",
+            ));
         }
         None => auto(&store, &mut network_ids)?,
         Some(Value::String(s)) if s == "auto" => auto(&store, &mut network_ids)?,
@@ -847,8 +972,17 @@ fn build_and_create(
                 if let Some(port) = n.get("port").and_then(Value::as_str) {
                     match store.ports.get(port) {
                         Some(p) if p.device_id.is_empty() => port_ids.push(port.to_string()),
-                        Some(_) => return Err(fault(StatusCode::CONFLICT, &format!("Port {port} is still in use."))),
-                        None => return Err(bad_request(&format!("Port id {port} could not be found."))),
+                        Some(_) => {
+                            return Err(fault(
+                                StatusCode::CONFLICT,
+                                &format!("Port {port} is still in use."),
+                            ));
+                        }
+                        None => {
+                            return Err(bad_request(&format!(
+                                "Port id {port} could not be found."
+                            )));
+                        }
                     }
                 } else if let Some(net) = n.get("uuid").and_then(Value::as_str) {
                     if store.network(net).is_none() {
@@ -861,11 +995,15 @@ fn build_and_create(
             }
         }
         Some(other) => {
-            return Err(bad_request(&format!("Invalid input for field/attribute networks. Value: {other}.")));
+            return Err(bad_request(&format!(
+                "Invalid input for field/attribute networks. Value: {other}."
+            )));
         }
     }
     if (min > 1 || max > 1) && !port_ids.is_empty() {
-        return Err(bad_request("Unable to launch multiple instances with a single configured port ID."));
+        return Err(bad_request(
+            "Unable to launch multiple instances with a single configured port ID.",
+        ));
     }
 
     // Quota (possibly overridden by an injected fault), then boot faults.
@@ -880,14 +1018,18 @@ fn build_and_create(
         };
         return Err(fault(
             StatusCode::FORBIDDEN,
-            &format!("Quota exceeded for {resource}: Requested 1, but already used {used} of {used} {resource}"),
+            &format!(
+                "Quota exceeded for {resource}: Requested 1, but already used {used} of {used} {resource}"
+            ),
         ));
     }
     let quota = quota_of(sim, &caller.project_id);
     let count = quota_message(&store, quota, &caller.project_id, &flavor, min, max)
         .map_err(|m| fault(StatusCode::FORBIDDEN, &m))?;
     let boot_error = match injected {
-        Some(FaultAction::BootError { message }) => Some(message.unwrap_or_else(|| NO_VALID_HOST.to_string())),
+        Some(FaultAction::BootError { message }) => {
+            Some(message.unwrap_or_else(|| NO_VALID_HOST.to_string()))
+        }
         _ if flavor.vcpus > sim.config.host_vcpus || flavor.ram > sim.config.host_ram_mb => {
             Some(NO_VALID_HOST.to_string())
         }
@@ -897,7 +1039,11 @@ fn build_and_create(
     let mut first: Option<String> = None;
     for i in 1..=count {
         let new = NewServer {
-            name: if count > 1 { format!("{name}-{i}") } else { name.clone() },
+            name: if count > 1 {
+                format!("{name}-{i}")
+            } else {
+                name.clone()
+            },
             project_id: caller.project_id.clone(),
             user_id: caller.user_id.clone(),
             flavor: flavor.clone(),
@@ -930,9 +1076,17 @@ fn build_and_create(
     }
     let id = first.unwrap_or_default();
     if truthy(req.get("return_reservation_id")) {
-        return Ok((StatusCode::ACCEPTED, Json(json!({"reservation_id": format!("r-{}", &id[..8])}))).into_response());
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"reservation_id": format!("r-{}", &id[..8])})),
+        )
+            .into_response());
     }
-    let admin_pass = store.servers.get(&id).map(|s| s.admin_pass.clone()).unwrap_or_default();
+    let admin_pass = store
+        .servers
+        .get(&id)
+        .map(|s| s.admin_pass.clone())
+        .unwrap_or_default();
     let body = json!({"server": {
         "id": id, "links": links(sim, "servers", &id), "OS-DCF:diskConfig": "MANUAL",
         "security_groups": security_groups.iter().map(|g| json!({"name": g})).collect::<Vec<_>>(),
@@ -964,7 +1118,9 @@ fn flavor_page(
         },
     };
     let min_ram: u64 = param(q, "minRam").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let min_disk: u64 = param(q, "minDisk").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let min_disk: u64 = param(q, "minDisk")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let page: Vec<&Flavor> = store.flavors[start..]
         .iter()
         .filter(|f| f.ram >= min_ram && f.disk >= min_disk)
@@ -981,7 +1137,11 @@ fn flavor_page(
     Json(body).into_response()
 }
 
-async fn list_flavors(State(sim): State<SharedSim>, Extension(mv): Extension<Microversion>, Query(q): Params) -> Response {
+async fn list_flavors(
+    State(sim): State<SharedSim>,
+    Extension(mv): Extension<Microversion>,
+    Query(q): Params,
+) -> Response {
     flavor_page(&sim, mv, &q, false)
 }
 
@@ -1001,7 +1161,10 @@ async fn show_flavor(
     let store = sim.store();
     match store.flavors.iter().find(|f| f.id == id) {
         Some(f) => Json(json!({"flavor": flavor_json(&sim, f, mv, true)})).into_response(),
-        None => fault(StatusCode::NOT_FOUND, &format!("Flavor {id} could not be found.")),
+        None => fault(
+            StatusCode::NOT_FOUND,
+            &format!("Flavor {id} could not be found."),
+        ),
     }
 }
 
@@ -1009,7 +1172,10 @@ async fn flavor_extra_specs(State(sim): State<SharedSim>, Path(id): Path<String>
     if sim.store().flavors.iter().any(|f| f.id == id) {
         Json(json!({"extra_specs": {}})).into_response()
     } else {
-        fault(StatusCode::NOT_FOUND, &format!("Flavor {id} could not be found."))
+        fault(
+            StatusCode::NOT_FOUND,
+            &format!("Flavor {id} could not be found."),
+        )
     }
 }
 
@@ -1033,7 +1199,11 @@ async fn limits(
         m.insert("maxPersonalitySize".into(), json!(10240));
     }
     if !mv.at_least(36) {
-        for k in ["maxTotalFloatingIps", "maxSecurityGroups", "maxSecurityGroupRules"] {
+        for k in [
+            "maxTotalFloatingIps",
+            "maxSecurityGroups",
+            "maxSecurityGroupRules",
+        ] {
             m.insert(k.into(), json!(-1));
         }
         for k in ["totalFloatingIpsUsed", "totalSecurityGroupsUsed"] {
@@ -1059,7 +1229,11 @@ fn keypair_json(k: &crate::state::Keypair) -> Value {
 
 async fn list_keypairs(State(sim): State<SharedSim>) -> Json<Value> {
     let store = sim.store();
-    let list: Vec<Value> = store.keypairs.values().map(|k| json!({"keypair": keypair_json(k)})).collect();
+    let list: Vec<Value> = store
+        .keypairs
+        .values()
+        .map(|k| json!({"keypair": keypair_json(k)}))
+        .collect();
     Json(json!({ "keypairs": list }))
 }
 
@@ -1074,7 +1248,10 @@ async fn show_keypair(State(sim): State<SharedSim>, Path(name): Path<String>) ->
             v["id"] = json!(1);
             Json(json!({"keypair": v})).into_response()
         }
-        None => fault(StatusCode::NOT_FOUND, &format!("Keypair {name} not found for user")),
+        None => fault(
+            StatusCode::NOT_FOUND,
+            &format!("Keypair {name} not found for user"),
+        ),
     }
 }
 
@@ -1084,19 +1261,38 @@ async fn create_keypair(
     Extension(caller): Extension<Caller>,
     Json(body): Json<Value>,
 ) -> Response {
-    let Some(name) = body.pointer("/keypair/name").and_then(Value::as_str).map(str::to_string) else {
-        return bad_request("Invalid input for field/attribute keypair. 'name' is a required property");
+    let Some(name) = body
+        .pointer("/keypair/name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return bad_request(
+            "Invalid input for field/attribute keypair. 'name' is a required property",
+        );
     };
-    let given = body.pointer("/keypair/public_key").and_then(Value::as_str).map(str::to_string);
+    let given = body
+        .pointer("/keypair/public_key")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if given.is_none() && mv.at_least(92) {
-        return bad_request("Invalid input for field/attribute keypair. 'public_key' is a required property");
+        return bad_request(
+            "Invalid input for field/attribute keypair. 'public_key' is a required property",
+        );
     }
     let mut store = sim.store();
     if store.keypairs.contains_key(&name) {
-        return fault(StatusCode::CONFLICT, &format!("Key pair '{name}' already exists."));
+        return fault(
+            StatusCode::CONFLICT,
+            &format!("Key pair '{name}' already exists."),
+        );
     }
     let generated = given.is_none();
-    let public_key = given.unwrap_or_else(|| format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5{} Generated-by-cloudsim", hex::encode(uuid::Uuid::new_v4().as_bytes())));
+    let public_key = given.unwrap_or_else(|| {
+        format!(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5{} Generated-by-cloudsim",
+            hex::encode(uuid::Uuid::new_v4().as_bytes())
+        )
+    });
     let k = crate::state::Keypair {
         name: name.clone(),
         fingerprint: crate::state::fingerprint(&public_key),
@@ -1107,10 +1303,16 @@ async fn create_keypair(
     let mut v = keypair_json(&k);
     v["user_id"] = json!(k.user_id);
     if generated {
-        v["private_key"] = json!("-----BEGIN OPENSSH PRIVATE KEY-----\nc2ltdWxhdGVkIGtleQ==\n-----END OPENSSH PRIVATE KEY-----\n");
+        v["private_key"] = json!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nc2ltdWxhdGVkIGtleQ==\n-----END OPENSSH PRIVATE KEY-----\n"
+        );
     }
     store.keypairs.insert(name, k);
-    let status = if mv.at_least(2) { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if mv.at_least(2) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     (status, Json(json!({ "keypair": v }))).into_response()
 }
 
@@ -1120,23 +1322,50 @@ async fn delete_keypair(
     Path(name): Path<String>,
 ) -> Response {
     if sim.store().keypairs.shift_remove(&name).is_none() {
-        return fault(StatusCode::NOT_FOUND, &format!("Keypair {name} not found for user"));
+        return fault(
+            StatusCode::NOT_FOUND,
+            &format!("Keypair {name} not found for user"),
+        );
     }
-    if mv.at_least(2) { StatusCode::NO_CONTENT } else { StatusCode::ACCEPTED }.into_response()
+    if mv.at_least(2) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::ACCEPTED
+    }
+    .into_response()
 }
 
-fn quota_items(sim: &SharedSim, caller: &Caller, project: &str, detail: bool) -> Result<Value, Response> {
+fn quota_items(
+    sim: &SharedSim,
+    caller: &Caller,
+    project: &str,
+    detail: bool,
+) -> Result<Value, Response> {
     if project != caller.project_id {
-        return Err(fault(StatusCode::FORBIDDEN, "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed."));
+        return Err(fault(
+            StatusCode::FORBIDDEN,
+            "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.",
+        ));
     }
     let q = quota_of(sim, project);
     let u = sim.store().usage(project);
-    let item = |limit: i64, used: i64| if detail { json!({"limit": limit, "in_use": used, "reserved": 0}) } else { json!(limit) };
+    let item = |limit: i64, used: i64| {
+        if detail {
+            json!({"limit": limit, "in_use": used, "reserved": 0})
+        } else {
+            json!(limit)
+        }
+    };
     let mut out: HashMap<&str, Value> = HashMap::new();
     out.insert("instances", item(q.instances, u.instances));
     out.insert("cores", item(q.cores, u.cores));
     out.insert("ram", item(q.ram, u.ram));
-    for (k, v) in [("key_pairs", 100), ("metadata_items", 128), ("server_groups", 10), ("server_group_members", 10)] {
+    for (k, v) in [
+        ("key_pairs", 100),
+        ("metadata_items", 128),
+        ("server_groups", 10),
+        ("server_group_members", 10),
+    ] {
         out.insert(k, item(v, 0));
     }
     let mut v = json!(out);
