@@ -10,13 +10,16 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::Utc;
 use indexmap::IndexMap;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::SharedSim;
 use crate::config::QuotaConfig;
 use crate::faults::{FaultAction, Phase};
 use crate::keystone::{Caller, require_token};
-use crate::state::{Flavor, NewServer, Server, ServerStatus, StateError, Store, iso, parse_time};
+use crate::state::{
+    Flavor, NewServer, Server, ServerStatus, StateError, Store, Time, iso, parse_time,
+};
 
 pub const PREFIX: &str = "/compute/v2.1";
 /// Nova's `max_limit`: the most items one page returns.
@@ -256,8 +259,182 @@ fn flavor_json(sim: &SharedSim, f: &Flavor, mv: Microversion, detail: bool) -> V
     v
 }
 
-fn addresses(store: &Store, s: &Server) -> Value {
-    let mut out: IndexMap<String, Vec<Value>> = IndexMap::new();
+#[derive(Serialize)]
+struct Link {
+    rel: &'static str,
+    href: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ImageRef {
+    Image {
+        id: String,
+        links: [Link; 1],
+    },
+    /// Booted from a volume: Nova shows `""`.
+    None(&'static str),
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FlavorRef<'a> {
+    Link {
+        id: &'a str,
+        links: [Link; 1],
+    },
+    /// Embedded from 2.47 on.
+    Embedded {
+        vcpus: u32,
+        ram: u64,
+        disk: u64,
+        ephemeral: u64,
+        swap: u64,
+        original_name: &'a str,
+        extra_specs: Map<String, Value>,
+    },
+}
+
+#[derive(Serialize)]
+struct Address<'a> {
+    version: u8,
+    addr: &'a str,
+    #[serde(rename = "OS-EXT-IPS:type")]
+    kind: &'static str,
+    #[serde(rename = "OS-EXT-IPS-MAC:mac_addr")]
+    mac: &'a str,
+}
+
+#[derive(Serialize)]
+struct Named<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Volume<'a> {
+    id: &'a str,
+    delete_on_termination: bool,
+}
+
+#[derive(Serialize)]
+struct FaultView<'a> {
+    code: u16,
+    created: String,
+    message: &'a str,
+    details: &'static str,
+}
+
+/// A server as Nova shows it; the microversion-gated keys are `Some` only when present.
+#[derive(Serialize)]
+pub struct ServerView<'a> {
+    id: &'a str,
+    name: &'a str,
+    status: &'static str,
+    tenant_id: &'a str,
+    user_id: &'a str,
+    metadata: &'a IndexMap<String, String>,
+    #[serde(rename = "hostId")]
+    host_id: &'a str,
+    image: ImageRef,
+    flavor: FlavorRef<'a>,
+    created: String,
+    updated: String,
+    addresses: IndexMap<&'a str, Vec<Address<'a>>>,
+    #[serde(rename = "accessIPv4")]
+    access_ipv4: &'static str,
+    #[serde(rename = "accessIPv6")]
+    access_ipv6: &'static str,
+    links: [Link; 2],
+    progress: u8,
+    config_drive: &'static str,
+    key_name: Option<&'a str>,
+    #[serde(rename = "OS-DCF:diskConfig")]
+    disk_config: &'static str,
+    #[serde(rename = "OS-EXT-AZ:availability_zone")]
+    availability_zone: &'a str,
+    #[serde(rename = "OS-EXT-STS:vm_state")]
+    vm_state: &'static str,
+    #[serde(rename = "OS-EXT-STS:task_state")]
+    task_state: Option<&'static str>,
+    #[serde(rename = "OS-EXT-STS:power_state")]
+    power_state: u8,
+    #[serde(rename = "OS-SRV-USG:launched_at")]
+    launched_at: Option<String>,
+    #[serde(rename = "OS-SRV-USG:terminated_at")]
+    terminated_at: Option<String>,
+    #[serde(rename = "os-extended-volumes:volumes_attached")]
+    volumes_attached: Vec<Volume<'a>>,
+    security_groups: Vec<Named<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fault: Option<FaultView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<[&'a str; 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_image_certificates: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_groups: Option<[&'a str; 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked_reason: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pinned_availability_zone: Option<Option<&'a str>>,
+}
+
+fn usage_time(t: Time) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// A server as `GET /servers/{id}` shows it at this microversion. `host_id` is [`host_id`] of
+/// its project (computed once per listing).
+pub fn server_view<'a>(
+    sim: &SharedSim,
+    store: &'a Store,
+    s: &'a Server,
+    mv: Microversion,
+    host_id: &'a str,
+) -> ServerView<'a> {
+    let status = s.status;
+    let active = status == ServerStatus::Active;
+    let task_state = if s.deleting_until.is_some() {
+        Some("deleting")
+    } else if status == ServerStatus::Build {
+        Some("spawning")
+    } else {
+        None
+    };
+    let image = match &s.image_id {
+        Some(id) => ImageRef::Image {
+            id: id.clone(),
+            links: [Link {
+                rel: "bookmark",
+                href: format!("{}/compute/images/{id}", sim.base_url),
+            }],
+        },
+        None => ImageRef::None(""),
+    };
+    let flavor = if mv.at_least(47) {
+        FlavorRef::Embedded {
+            vcpus: s.flavor.vcpus,
+            ram: s.flavor.ram,
+            disk: s.flavor.disk,
+            ephemeral: s.flavor.ephemeral,
+            swap: s.flavor.swap,
+            original_name: &s.flavor.name,
+            extra_specs: Map::new(),
+        }
+    } else {
+        FlavorRef::Link {
+            id: &s.flavor.id,
+            links: [Link {
+                rel: "bookmark",
+                href: format!("{}/compute/flavors/{}", sim.base_url, s.flavor.id),
+            }],
+        }
+    };
+    let mut addresses: IndexMap<&str, Vec<Address>> = IndexMap::new();
     for pid in &s.port_ids {
         let Some(port) = store.ports.get(pid) else {
             continue;
@@ -265,101 +442,99 @@ fn addresses(store: &Store, s: &Server) -> Value {
         let Some(net) = store.network(&port.network_id) else {
             continue;
         };
-        let list = out.entry(net.name.clone()).or_default();
-        list.push(
-            json!({"version": 4, "addr": port.ip, "OS-EXT-IPS:type": "fixed",
-                         "OS-EXT-IPS-MAC:mac_addr": port.mac}),
-        );
+        let list = addresses.entry(net.name.as_str()).or_default();
+        list.push(Address {
+            version: 4,
+            addr: &port.ip,
+            kind: "fixed",
+            mac: &port.mac,
+        });
         if let Some(f) = store.fip_by_port.get(pid).and_then(|f| store.fips.get(f)) {
-            list.push(
-                json!({"version": 4, "addr": f.address, "OS-EXT-IPS:type": "floating",
-                             "OS-EXT-IPS-MAC:mac_addr": port.mac}),
-            );
+            list.push(Address {
+                version: 4,
+                addr: &f.address,
+                kind: "floating",
+                mac: &port.mac,
+            });
         }
     }
-    json!(out)
+    let gated = |minor: u32| mv.at_least(minor);
+    ServerView {
+        id: &s.id,
+        name: &s.name,
+        status: status.as_str(),
+        tenant_id: &s.project_id,
+        user_id: &s.user_id,
+        metadata: &s.metadata,
+        host_id: if active { host_id } else { "" },
+        image,
+        flavor,
+        created: iso(s.created),
+        updated: iso(s.updated),
+        addresses,
+        access_ipv4: "",
+        access_ipv6: "",
+        links: server_links(sim, &s.id),
+        progress: if active { 100 } else { 0 },
+        config_drive: if s.config_drive { "True" } else { "" },
+        key_name: s.key_name.as_deref(),
+        disk_config: "MANUAL",
+        availability_zone: &s.availability_zone,
+        vm_state: status.vm_state(),
+        task_state,
+        power_state: u8::from(active),
+        launched_at: s.launched_at.map(usage_time),
+        terminated_at: s.terminated_at.map(usage_time),
+        volumes_attached: s
+            .volume_ids
+            .iter()
+            .map(|v| Volume {
+                id: v,
+                delete_on_termination: true,
+            })
+            .collect(),
+        security_groups: s
+            .security_groups
+            .iter()
+            .map(|g| Named { name: g })
+            .collect(),
+        fault: s.fault.as_ref().map(|f| FaultView {
+            code: f.code,
+            created: iso(f.created),
+            message: &f.message,
+            details: "Simulated by cloudsim",
+        }),
+        locked: gated(9).then_some(false),
+        description: gated(19).then_some(None),
+        tags: gated(26).then_some([]),
+        trusted_image_certificates: gated(63).then_some(None),
+        server_groups: gated(71).then_some([]),
+        locked_reason: gated(73).then_some(None),
+        pinned_availability_zone: gated(96).then_some(None),
+    }
 }
 
-/// A server as `GET /servers/{id}` shows it at this microversion.
-pub fn server_json(sim: &SharedSim, store: &Store, s: &Server, mv: Microversion) -> Value {
-    let status = s.status;
-    let task_state = if s.deleting_until.is_some() {
-        json!("deleting")
-    } else if status == ServerStatus::Build {
-        json!("spawning")
-    } else {
-        Value::Null
-    };
-    let image = match &s.image_id {
-        Some(id) => json!({"id": id, "links": [{"rel": "bookmark",
-                          "href": format!("{}/compute/images/{id}", sim.base_url)}]}),
-        None => json!(""),
-    };
-    let flavor = if mv.at_least(47) {
-        json!({"vcpus": s.flavor.vcpus, "ram": s.flavor.ram, "disk": s.flavor.disk,
-               "ephemeral": s.flavor.ephemeral, "swap": s.flavor.swap,
-               "original_name": s.flavor.name, "extra_specs": {}})
-    } else {
-        json!({"id": s.flavor.id, "links": [{"rel": "bookmark",
-               "href": format!("{}/compute/flavors/{}", sim.base_url, s.flavor.id)}]})
-    };
-    let power = match status {
-        ServerStatus::Active => 1,
-        _ => 0,
-    };
-    let mut v = json!({
-        "id": s.id, "name": s.name, "status": status.as_str(),
-        "tenant_id": s.project_id, "user_id": s.user_id,
-        "metadata": s.metadata,
-        "hostId": if status == ServerStatus::Active { host_id(&s.project_id) } else { String::new() },
-        "image": image, "flavor": flavor,
-        "created": iso(s.created), "updated": iso(s.updated),
-        "addresses": addresses(store, s),
-        "accessIPv4": "", "accessIPv6": "",
-        "links": links(sim, "servers", &s.id),
-        "progress": if status == ServerStatus::Active { 100 } else { 0 },
-        "config_drive": if s.config_drive { "True" } else { "" },
-        "key_name": s.key_name,
-        "OS-DCF:diskConfig": "MANUAL",
-        "OS-EXT-AZ:availability_zone": s.availability_zone,
-        "OS-EXT-STS:vm_state": status.vm_state(),
-        "OS-EXT-STS:task_state": task_state,
-        "OS-EXT-STS:power_state": power,
-        "OS-SRV-USG:launched_at": s.launched_at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
-        "OS-SRV-USG:terminated_at": s.terminated_at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
-        "os-extended-volumes:volumes_attached": s.volume_ids.iter().map(|v| json!({"id": v, "delete_on_termination": true})).collect::<Vec<_>>(),
-        "security_groups": s.security_groups.iter().map(|g| json!({"name": g})).collect::<Vec<_>>(),
-    });
-    let m = v.as_object_mut().expect("object");
-    if let Some(f) = &s.fault {
-        m.insert(
-            "fault".into(),
-            json!({"code": f.code, "created": iso(f.created), "message": f.message,
-                   "details": "Simulated by cloudsim"}),
-        );
-    }
-    if mv.at_least(9) {
-        m.insert("locked".into(), json!(false));
-    }
-    if mv.at_least(19) {
-        m.insert("description".into(), Value::Null);
-    }
-    if mv.at_least(26) {
-        m.insert("tags".into(), json!([]));
-    }
-    if mv.at_least(63) {
-        m.insert("trusted_image_certificates".into(), Value::Null);
-    }
-    if mv.at_least(71) {
-        m.insert("server_groups".into(), json!([]));
-    }
-    if mv.at_least(73) {
-        m.insert("locked_reason".into(), Value::Null);
-    }
-    if mv.at_least(96) {
-        m.insert("pinned_availability_zone".into(), Value::Null);
-    }
-    v
+fn server_links(sim: &SharedSim, id: &str) -> [Link; 2] {
+    [
+        Link {
+            rel: "self",
+            href: format!("{}/servers/{id}", sim.compute_url()),
+        },
+        Link {
+            rel: "bookmark",
+            href: format!("{}/compute/servers/{id}", sim.base_url),
+        },
+    ]
+}
+
+/// A JSON response from already serialized bytes.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Nova's hostId: a per-project hash of the host name (sha224 in Nova; any stable hex suffices).
@@ -442,37 +617,66 @@ fn list(
         .filter(|s| status.as_deref().is_none_or(|st| s.status.as_str() == st))
         .take(limit)
         .collect();
-    let items: Vec<Value> = page
-        .iter()
-        .map(|s| {
-            if opts.detail {
-                server_json(sim, &store, s, mv)
+    let next = if limit > 0 && page.len() == limit {
+        page.last().map(|last| {
+            let path = if opts.detail {
+                "servers/detail"
             } else {
-                json!({"id": s.id, "name": s.name, "links": links(sim, "servers", &s.id)})
-            }
+                "servers"
+            };
+            let mut qs: Vec<(String, String)> = q
+                .iter()
+                .filter(|(k, _)| k != "marker" && k != "limit")
+                .cloned()
+                .collect();
+            qs.push(("limit".into(), limit.to_string()));
+            qs.push(("marker".into(), last.id.clone()));
+            vec![Link {
+                rel: "next",
+                href: format!("{}/{path}?{}", sim.compute_url(), encode_query(&qs)),
+            }]
         })
-        .collect();
-    let mut body = json!({ "servers": items });
-    if limit > 0
-        && page.len() == limit
-        && let Some(last) = page.last()
-    {
-        let path = if opts.detail {
-            "servers/detail"
-        } else {
-            "servers"
-        };
-        let mut qs: Vec<(String, String)> = q
-            .iter()
-            .filter(|(k, _)| k != "marker" && k != "limit")
-            .cloned()
-            .collect();
-        qs.push(("limit".into(), limit.to_string()));
-        qs.push(("marker".into(), last.id.clone()));
-        let href = format!("{}/{path}?{}", sim.compute_url(), encode_query(&qs));
-        body["servers_links"] = json!([{"rel": "next", "href": href}]);
+    } else {
+        None
+    };
+    #[derive(Serialize)]
+    struct Brief<'a> {
+        id: &'a str,
+        name: &'a str,
+        links: [Link; 2],
     }
-    Json(body).into_response()
+    #[derive(Serialize)]
+    struct Listing<T> {
+        servers: Vec<T>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        servers_links: Option<Vec<Link>>,
+    }
+    let hid = host_id(&caller.project_id);
+    let body = if opts.detail {
+        serde_json::to_vec(&Listing {
+            servers: page
+                .iter()
+                .map(|s| server_view(sim, &store, s, mv, &hid))
+                .collect(),
+            servers_links: next,
+        })
+    } else {
+        serde_json::to_vec(&Listing {
+            servers: page
+                .iter()
+                .map(|s| Brief {
+                    id: &s.id,
+                    name: &s.name,
+                    links: server_links(sim, &s.id),
+                })
+                .collect(),
+            servers_links: next,
+        })
+    };
+    match body {
+        Ok(b) => json_bytes(StatusCode::OK, b),
+        Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 /// Form-encodes query pairs.
@@ -491,7 +695,8 @@ async fn show_server(
     let store = sim.store();
     match store.servers.get(&id) {
         Some(s) if s.is_live() && s.project_id == caller.project_id => {
-            Json(json!({"server": server_json(&sim, &store, s, mv)})).into_response()
+            let hid = host_id(&s.project_id);
+            Json(json!({"server": server_view(&sim, &store, s, mv, &hid)})).into_response()
         }
         _ => server_not_found(&id),
     }

@@ -1016,7 +1016,7 @@ pub fn random_password() -> String {
 
 /// Formats a time as Nova/Neutron do: `2026-11-23T23:22:53Z`.
 pub fn iso(t: Time) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Parses the ISO 8601 forms clients send in `changes-since` and seeding requests.
