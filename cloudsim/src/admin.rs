@@ -20,7 +20,10 @@ pub enum SeedError {
     #[error("unknown {kind} {name:?}")]
     Unknown { kind: &'static str, name: String },
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
 }
@@ -117,8 +120,16 @@ fn created(s: Option<&str>) -> Result<Option<crate::state::Time>, SeedError> {
 
 fn network_id(store: &Store, n: Option<&str>, external: bool) -> Result<String, SeedError> {
     match n {
-        None => store.networks.iter().find(|x| x.external == external).map(|x| x.id.clone()),
-        Some(n) => store.networks.iter().find(|x| x.id == n || x.name == n).map(|x| x.id.clone()),
+        None => store
+            .networks
+            .iter()
+            .find(|x| x.external == external)
+            .map(|x| x.id.clone()),
+        Some(n) => store
+            .networks
+            .iter()
+            .find(|x| x.id == n || x.name == n)
+            .map(|x| x.id.clone()),
     }
     .ok_or_else(|| SeedError::Unknown {
         kind: "network",
@@ -128,7 +139,12 @@ fn network_id(store: &Store, n: Option<&str>, external: bool) -> Result<String, 
 
 pub fn seed_server(sim: &SharedSim, seed: SeedServer) -> Result<String, SeedError> {
     let project = project_id(sim, seed.project.as_deref())?;
-    let user_id = sim.identity().users.first().map(|u| u.id.clone()).unwrap_or_default();
+    let user_id = sim
+        .identity()
+        .users
+        .first()
+        .map(|u| u.id.clone())
+        .unwrap_or_default();
     let created = created(seed.created.as_deref())?;
     let status = match seed.status.as_deref().map(str::to_uppercase).as_deref() {
         None | Some("ACTIVE") => ServerStatus::Active,
@@ -291,7 +307,12 @@ pub fn clouds_yaml(sim: &SharedSim, name: &str) -> String {
     let project = user
         .and_then(|u| u.project_ids.first())
         .and_then(|p| identity.project(p));
-    let domain = |id: &str| identity.domain(id).map(|d| d.name.clone()).unwrap_or_default();
+    let domain = |id: &str| {
+        identity
+            .domain(id)
+            .map(|d| d.name.clone())
+            .unwrap_or_default()
+    };
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
     format!(
         "clouds:\n  {name}:\n    auth:\n      auth_url: {}\n      username: {}\n      password: {}\n      project_name: {}\n      user_domain_name: {}\n      project_domain_name: {}\n    region_name: {}\n    identity_api_version: 3\n    interface: public\n",
@@ -308,7 +329,10 @@ pub fn clouds_yaml(sim: &SharedSim, name: &str) -> String {
 pub fn routes(sim: SharedSim) -> Router {
     Router::new()
         .route("/_sim/counters", get(counters).delete(reset_counters))
-        .route("/_sim/faults", get(list_faults).post(add_faults).delete(clear_faults))
+        .route(
+            "/_sim/faults",
+            get(list_faults).post(add_faults).delete(clear_faults),
+        )
         .route("/_sim/faults/{id}", delete(remove_fault))
         .route("/_sim/reset", post(reset))
         .route("/_sim/quota/{project}", put(set_quota))
@@ -327,14 +351,18 @@ fn admin_error(status: StatusCode, message: String) -> Response {
 
 /// Accepts one object or an array of them.
 fn one_or_many<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Vec<T>, Response> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| admin_error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| admin_error(StatusCode::BAD_REQUEST, e.to_string()))?;
     let items = match v {
         Value::Array(a) => a,
         other => vec![other],
     };
     items
         .into_iter()
-        .map(|i| serde_json::from_value(i).map_err(|e| admin_error(StatusCode::BAD_REQUEST, e.to_string())))
+        .map(|i| {
+            serde_json::from_value(i)
+                .map_err(|e| admin_error(StatusCode::BAD_REQUEST, e.to_string()))
+        })
         .collect()
 }
 
@@ -373,7 +401,11 @@ async fn clear_faults(State(sim): State<SharedSim>) -> StatusCode {
 }
 
 async fn remove_fault(State(sim): State<SharedSim>, Path(id): Path<u64>) -> StatusCode {
-    if sim.fault_set().remove(id) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
+    if sim.fault_set().remove(id) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }
 
 async fn reset(State(sim): State<SharedSim>) -> StatusCode {
@@ -382,13 +414,21 @@ async fn reset(State(sim): State<SharedSim>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn set_quota(State(sim): State<SharedSim>, Path(project): Path<String>, body: axum::body::Bytes) -> Response {
+async fn set_quota(
+    State(sim): State<SharedSim>,
+    Path(project): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let q: QuotaConfig = match serde_json::from_slice(&body) {
         Ok(q) => q,
         Err(e) => return admin_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let mut identity = sim.identity_mut();
-    match identity.projects.iter_mut().find(|p| p.id == project || p.name == project) {
+    match identity
+        .projects
+        .iter_mut()
+        .find(|p| p.id == project || p.name == project)
+    {
         Some(p) => {
             p.quota = q;
             Json(json!({"project": p.id, "quota": q})).into_response()
@@ -444,5 +484,9 @@ async fn summary(State(sim): State<SharedSim>) -> Json<Value> {
 }
 
 async fn clouds(State(sim): State<SharedSim>) -> Response {
-    ([(header::CONTENT_TYPE, "text/yaml")], clouds_yaml(&sim, "cloudsim")).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/yaml")],
+        clouds_yaml(&sim, "cloudsim"),
+    )
+        .into_response()
 }

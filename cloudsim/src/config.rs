@@ -283,21 +283,31 @@ impl SimConfig {
 
     /// Checks cross references (users to projects, credentials to users) and formats.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::nova::parse_microversion(&self.max_microversion)
-            .ok_or_else(|| ConfigError::Invalid(format!("bad max_microversion {:?}", self.max_microversion)))?;
+        crate::nova::parse_microversion(&self.max_microversion).ok_or_else(|| {
+            ConfigError::Invalid(format!("bad max_microversion {:?}", self.max_microversion))
+        })?;
         let has_project = |name: &str| self.projects.iter().any(|p| p.name == name);
         let has_domain = |d: &str| self.domains.iter().any(|x| x.id == d || x.name == d);
         for p in &self.projects {
             if !has_domain(&p.domain) {
-                return Err(ConfigError::Invalid(format!("project {} has unknown domain {}", p.name, p.domain)));
+                return Err(ConfigError::Invalid(format!(
+                    "project {} has unknown domain {}",
+                    p.name, p.domain
+                )));
             }
         }
         for u in &self.users {
             if !has_domain(&u.domain) {
-                return Err(ConfigError::Invalid(format!("user {} has unknown domain {}", u.name, u.domain)));
+                return Err(ConfigError::Invalid(format!(
+                    "user {} has unknown domain {}",
+                    u.name, u.domain
+                )));
             }
             if let Some(p) = u.projects.iter().find(|p| !has_project(p)) {
-                return Err(ConfigError::Invalid(format!("user {} refers to unknown project {p}", u.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "user {} refers to unknown project {p}",
+                    u.name
+                )));
             }
         }
         for a in &self.application_credentials {
@@ -309,14 +319,18 @@ impl SimConfig {
             }
         }
         for n in &self.networks {
-            crate::state::Cidr::parse(&n.cidr)
-                .ok_or_else(|| ConfigError::Invalid(format!("network {}: bad cidr {}", n.name, n.cidr)))?;
+            crate::state::Cidr::parse(&n.cidr).ok_or_else(|| {
+                ConfigError::Invalid(format!("network {}: bad cidr {}", n.name, n.cidr))
+            })?;
         }
         for f in &self.faults {
-            f.compile().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            f.compile()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if self.availability_zones.is_empty() {
-            return Err(ConfigError::Invalid("availability_zones must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "availability_zones must not be empty".into(),
+            ));
         }
         Ok(())
     }
@@ -324,14 +338,21 @@ impl SimConfig {
 
 /// A stable UUID (hyphenated) derived from a kind and a name, so ids survive restarts.
 pub fn stable_uuid(kind: &str, name: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("cloudsim:{kind}:{name}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("cloudsim:{kind}:{name}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// A stable 32-hex id (Keystone style) derived from a kind and a name.
 pub fn stable_hex(kind: &str, name: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("cloudsim:{kind}:{name}").as_bytes())
-        .simple()
-        .to_string()
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("cloudsim:{kind}:{name}").as_bytes(),
+    )
+    .simple()
+    .to_string()
 }
 
 #[cfg(test)]
@@ -354,7 +375,12 @@ mod tests {
     fn unknown_project_is_rejected() {
         let mut c = SimConfig::default();
         c.users[0].projects.push("nope".into());
-        assert!(c.validate().unwrap_err().to_string().contains("unknown project nope"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown project nope")
+        );
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub enum Phase {
 impl FaultAction {
     fn phase(&self) -> Phase {
         match self {
-            FaultAction::BootError { .. } | FaultAction::QuotaExceeded { .. } => Phase::ServerCreate,
+            FaultAction::BootError { .. } | FaultAction::QuotaExceeded { .. } => {
+                Phase::ServerCreate
+            }
             _ => Phase::Http,
         }
     }
@@ -197,7 +199,12 @@ impl FaultSet {
 mod tests {
     use super::*;
 
-    fn rule(method: Option<&str>, path: &str, count: Option<u64>, action: FaultAction) -> FaultRule {
+    fn rule(
+        method: Option<&str>,
+        path: &str,
+        count: Option<u64>,
+        action: FaultAction,
+    ) -> FaultRule {
         FaultRule {
             method: method.map(str::to_string),
             path: path.to_string(),
@@ -210,10 +217,17 @@ mod tests {
     #[test]
     fn count_limits_firing() {
         let mut f = FaultSet::default();
-        f.add(rule(Some("get"), "/servers", Some(2), FaultAction::Drop)).unwrap();
-        assert_eq!(f.pick(Phase::Http, "GET", "/compute/v2.1/servers"), Some(FaultAction::Drop));
+        f.add(rule(Some("get"), "/servers", Some(2), FaultAction::Drop))
+            .unwrap();
+        assert_eq!(
+            f.pick(Phase::Http, "GET", "/compute/v2.1/servers"),
+            Some(FaultAction::Drop)
+        );
         assert_eq!(f.pick(Phase::Http, "POST", "/compute/v2.1/servers"), None);
-        assert_eq!(f.pick(Phase::Http, "GET", "/compute/v2.1/servers/x"), Some(FaultAction::Drop));
+        assert_eq!(
+            f.pick(Phase::Http, "GET", "/compute/v2.1/servers/x"),
+            Some(FaultAction::Drop)
+        );
         assert_eq!(f.pick(Phase::Http, "GET", "/compute/v2.1/servers"), None);
         assert_eq!(f.list()[0].fired, 2);
     }
@@ -221,9 +235,18 @@ mod tests {
     #[test]
     fn phases_are_separate() {
         let mut f = FaultSet::default();
-        f.add(rule(None, ".*", None, FaultAction::BootError { message: None })).unwrap();
+        f.add(rule(
+            None,
+            ".*",
+            None,
+            FaultAction::BootError { message: None },
+        ))
+        .unwrap();
         assert_eq!(f.pick(Phase::Http, "POST", "/compute/v2.1/servers"), None);
-        assert!(f.pick(Phase::ServerCreate, "POST", "/compute/v2.1/servers").is_some());
+        assert!(
+            f.pick(Phase::ServerCreate, "POST", "/compute/v2.1/servers")
+                .is_some()
+        );
     }
 
     #[test]
@@ -241,7 +264,9 @@ mod tests {
         let mut r = rule(None, ".*", None, FaultAction::Drop);
         r.probability = 0.5;
         f.add(r).unwrap();
-        let fired = (0..2000).filter(|_| f.pick(Phase::Http, "GET", "/").is_some()).count();
+        let fired = (0..2000)
+            .filter(|_| f.pick(Phase::Http, "GET", "/").is_some())
+            .count();
         assert!((700..1300).contains(&fired), "fired {fired} of 2000");
     }
 

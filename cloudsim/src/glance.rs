@@ -23,11 +23,33 @@ const MAX_PAGE: usize = 1000;
 const DISK_FORMATS: &[&str] = &[
     "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
 ];
-const CONTAINER_FORMATS: &[&str] = &["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"];
+const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
 /// Attributes a client may not set.
 const READ_ONLY: &[&str] = &[
-    "status", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "created_at",
-    "updated_at", "self", "file", "schema", "direct_url", "locations", "owner", "stores",
+    "status",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "direct_url",
+    "locations",
+    "owner",
+    "stores",
 ];
 const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
 
@@ -52,7 +74,11 @@ pub fn routes(sim: SharedSim) -> Router {
 
 /// Glance's (webob's) HTML error page.
 pub fn html_error(status: StatusCode, message: &str) -> Response {
-    let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("Error"));
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
     let body = format!(
         "<html>\n <head>\n  <title>{title}</title>\n </head>\n <body>\n  <h1>{title}</h1>\n  {}<br /><br />\n\n\n\n </body>\n</html>",
         html_escape(message)
@@ -66,11 +92,16 @@ pub fn html_error(status: StatusCode, message: &str) -> Response {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn not_found(id: &str) -> Response {
-    html_error(StatusCode::NOT_FOUND, &format!("No image found with ID {id}"))
+    html_error(
+        StatusCode::NOT_FOUND,
+        &format!("No image found with ID {id}"),
+    )
 }
 
 fn version_list(sim: &SharedSim) -> Value {
@@ -177,17 +208,30 @@ async fn list_images(
             Err(e) => return html_error(StatusCode::BAD_REQUEST, &e),
         },
     };
-    let marker = q.iter().find(|(k, _)| k == "marker").map(|(_, v)| v.as_str());
+    let marker = q
+        .iter()
+        .find(|(k, _)| k == "marker")
+        .map(|(_, v)| v.as_str());
     let descending = !q.iter().any(|(k, v)| k == "sort_dir" && v == "asc");
     let filters: Vec<(&str, &str)> = q
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "limit" | "marker" | "sort_key" | "sort_dir" | "sort"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "limit" | "marker" | "sort_key" | "sort_dir" | "sort"
+            )
+        })
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let store = sim.store();
     let rows = match store.images.page_from(marker, descending) {
         Ok(r) => r,
-        Err(_) => return html_error(StatusCode::BAD_REQUEST, &format!("marker {} could not be found.", marker.unwrap_or_default())),
+        Err(_) => {
+            return html_error(
+                StatusCode::BAD_REQUEST,
+                &format!("marker {} could not be found.", marker.unwrap_or_default()),
+            );
+        }
     };
     let page: Vec<&Image> = rows
         .filter(|i| visible(i, &caller))
@@ -209,7 +253,8 @@ async fn list_images(
         "first": format!("/v2/images?{}", encode_query(&first)),
         "schema": "/v2/schemas/images",
     });
-    if limit > 0 && page.len() == limit
+    if limit > 0
+        && page.len() == limit
         && let Some(last) = page.last()
     {
         let mut next = base;
@@ -238,7 +283,9 @@ fn str_field(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Resp
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(html_error(
             StatusCode::BAD_REQUEST,
-            &format!("Provided object does not match schema 'image': {other} is not of type 'string'"),
+            &format!(
+                "Provided object does not match schema 'image': {other} is not of type 'string'"
+            ),
         )),
     }
 }
@@ -247,7 +294,10 @@ fn str_field(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Resp
 fn set_attr(img: &mut Image, key: &str, value: &Value, creating: bool) -> Result<(), Response> {
     let bad = |m: String| Err(html_error(StatusCode::BAD_REQUEST, &m));
     if READ_ONLY.contains(&key) {
-        return Err(html_error(StatusCode::FORBIDDEN, &format!("Attribute '{key}' is read-only.")));
+        return Err(html_error(
+            StatusCode::FORBIDDEN,
+            &format!("Attribute '{key}' is read-only."),
+        ));
     }
     match key {
         "id" if creating => match value.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()) {
@@ -315,7 +365,10 @@ async fn create_image(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(obj) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.as_object().cloned()) else {
+    let Some(obj) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+    else {
         return html_error(StatusCode::BAD_REQUEST, "Body expected in request.");
     };
     if let Err(r) = str_field(&obj, "name") {
@@ -348,7 +401,10 @@ async fn create_image(
         }
     }
     if store.images.get(&img.id).is_some() {
-        return html_error(StatusCode::CONFLICT, &format!("Image with identifier {} already exists!", img.id));
+        return html_error(
+            StatusCode::CONFLICT,
+            &format!("Image with identifier {} already exists!", img.id),
+        );
     }
     let body = image_json(&img);
     let location = format!("{}/v2/images/{}", sim.image_url(), img.id);
@@ -358,7 +414,10 @@ async fn create_image(
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
-    h.insert("openstack-image-import-methods", HeaderValue::from_static("glance-direct,web-download,copy-image"));
+    h.insert(
+        "openstack-image-import-methods",
+        HeaderValue::from_static("glance-direct,web-download,copy-image"),
+    );
     h.insert("openstack-image-store-ids", HeaderValue::from_static("fs"));
     r
 }
@@ -369,43 +428,74 @@ async fn patch_image(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(ops) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.as_array().cloned()) else {
-        return html_error(StatusCode::BAD_REQUEST, "Expected a list of JSON patch operations.");
+    let Some(ops) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+    else {
+        return html_error(
+            StatusCode::BAD_REQUEST,
+            "Expected a list of JSON patch operations.",
+        );
     };
     let mut store = sim.store();
     let Some(current) = store.images.get(&id).filter(|i| visible(i, &caller)) else {
         return not_found(&id);
     };
     if current.owner != caller.project_id {
-        return html_error(StatusCode::FORBIDDEN, "You are not permitted to modify this image.");
+        return html_error(
+            StatusCode::FORBIDDEN,
+            "You are not permitted to modify this image.",
+        );
     }
     let mut img = current.clone();
     for op in &ops {
         let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
-        let Some(key) = op.get("path").and_then(Value::as_str).and_then(|p| p.strip_prefix('/')) else {
-            return html_error(StatusCode::BAD_REQUEST, "Unable to find 'path' in JSON Schema change");
+        let Some(key) = op
+            .get("path")
+            .and_then(Value::as_str)
+            .and_then(|p| p.strip_prefix('/'))
+        else {
+            return html_error(
+                StatusCode::BAD_REQUEST,
+                "Unable to find 'path' in JSON Schema change",
+            );
         };
         let key = key.replace("~1", "/").replace("~0", "~");
         let result = match kind {
             "add" | "replace" => {
                 let Some(value) = op.get("value") else {
-                    return html_error(StatusCode::BAD_REQUEST, "Unable to find 'value' in JSON Schema change");
+                    return html_error(
+                        StatusCode::BAD_REQUEST,
+                        "Unable to find 'value' in JSON Schema change",
+                    );
                 };
                 if kind == "replace" && attr_string(&img, &key).is_none() && !is_base(&key) {
-                    return html_error(StatusCode::CONFLICT, &format!("Property {key} does not exist."));
+                    return html_error(
+                        StatusCode::CONFLICT,
+                        &format!("Property {key} does not exist."),
+                    );
                 }
                 set_attr(&mut img, &key, value, false)
             }
             "remove" => {
                 if is_base(&key) {
-                    Err(html_error(StatusCode::FORBIDDEN, &format!("Attribute '{key}' is read-only.")))
+                    Err(html_error(
+                        StatusCode::FORBIDDEN,
+                        &format!("Attribute '{key}' is read-only."),
+                    ))
                 } else if img.properties.remove(&key).is_none() {
-                    Err(html_error(StatusCode::CONFLICT, &format!("Property {key} does not exist.")))
+                    Err(html_error(
+                        StatusCode::CONFLICT,
+                        &format!("Property {key} does not exist."),
+                    ))
                 } else {
                     Ok(())
                 }
             }
-            other => Err(html_error(StatusCode::BAD_REQUEST, &format!("Invalid operation: `{other}`"))),
+            other => Err(html_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid operation: `{other}`"),
+            )),
         };
         if let Err(r) = result {
             return r;
@@ -420,8 +510,15 @@ async fn patch_image(
 fn is_base(key: &str) -> bool {
     matches!(
         key,
-        "id" | "name" | "disk_format" | "container_format" | "visibility" | "protected" | "min_disk"
-            | "min_ram" | "tags" | "os_hidden"
+        "id" | "name"
+            | "disk_format"
+            | "container_format"
+            | "visibility"
+            | "protected"
+            | "min_disk"
+            | "min_ram"
+            | "tags"
+            | "os_hidden"
     ) || READ_ONLY.contains(&key)
 }
 
@@ -433,10 +530,14 @@ async fn delete_image(
     let mut store = sim.store();
     match store.images.get(&id).filter(|i| visible(i, &caller)) {
         None => not_found(&id),
-        Some(i) if i.owner != caller.project_id => {
-            html_error(StatusCode::FORBIDDEN, "You are not permitted to delete this image.")
-        }
-        Some(i) if i.protected => html_error(StatusCode::FORBIDDEN, &format!("Image {id} is protected and cannot be deleted.")),
+        Some(i) if i.owner != caller.project_id => html_error(
+            StatusCode::FORBIDDEN,
+            "You are not permitted to delete this image.",
+        ),
+        Some(i) if i.protected => html_error(
+            StatusCode::FORBIDDEN,
+            &format!("Image {id} is protected and cannot be deleted."),
+        ),
         Some(_) => {
             store.images.remove(&id);
             StatusCode::NO_CONTENT.into_response()
@@ -457,12 +558,18 @@ async fn upload(
             return not_found(&id);
         };
         if img.owner != caller.project_id {
-            return html_error(StatusCode::FORBIDDEN, "You are not permitted to upload data for this image.");
+            return html_error(
+                StatusCode::FORBIDDEN,
+                "You are not permitted to upload data for this image.",
+            );
         }
         if img.status != "queued" {
             return html_error(
                 StatusCode::CONFLICT,
-                &format!("Image status transition from {} to saving is not allowed", img.status),
+                &format!(
+                    "Image status transition from {} to saving is not allowed",
+                    img.status
+                ),
             );
         }
         if img.disk_format.is_none() || img.container_format.is_none() {
@@ -503,7 +610,8 @@ async fn upload(
     img.size = Some(upload.size);
     img.checksum = Some(upload.md5);
     img.os_hash_value = Some(upload.sha512);
-    img.properties.insert("__virtual_size".into(), json!(virtual_size));
+    img.properties
+        .insert("__virtual_size".into(), json!(virtual_size));
     img.status = "active".into();
     img.updated = Utc::now();
     StatusCode::NO_CONTENT.into_response()
@@ -545,7 +653,8 @@ pub async fn digest_body(body: Body) -> Result<Upload, axum::Error> {
 }
 
 fn image_schema() -> Value {
-    let string = |desc: &str| json!({"type": ["null", "string"], "description": desc, "maxLength": 255});
+    let string =
+        |desc: &str| json!({"type": ["null", "string"], "description": desc, "maxLength": 255});
     json!({
         "name": "image",
         "additionalProperties": {"type": "string"},
@@ -606,7 +715,8 @@ mod tests {
 
     #[tokio::test]
     async fn digests_stream_without_buffering_everything() {
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..100).map(|i| Ok(vec![i as u8; 10_000])).collect();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            (0..100).map(|i| Ok(vec![i as u8; 10_000])).collect();
         let body = Body::from_stream(futures_util::stream::iter(chunks));
         let u = digest_body(body).await.unwrap();
         assert_eq!(u.size, 1_000_000);
@@ -622,7 +732,10 @@ mod tests {
     #[test]
     fn html_errors_look_like_webob() {
         let r = html_error(StatusCode::NOT_FOUND, "No image found with ID x");
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html; charset=UTF-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=UTF-8"
+        );
     }
 
     #[test]
@@ -646,7 +759,8 @@ mod tests {
             updated: Utc::now(),
             properties: Map::new(),
         };
-        img.properties.insert("nodepool_build_id".into(), json!("0002"));
+        img.properties
+            .insert("nodepool_build_id".into(), json!("0002"));
         assert!(matches_filter(&img, "nodepool_build_id", "0002"));
         assert!(!matches_filter(&img, "nodepool_build_id", "0003"));
         assert!(matches_filter(&img, "name", "in:other,np-img"));

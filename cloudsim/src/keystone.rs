@@ -30,7 +30,10 @@ pub fn routes(sim: SharedSim) -> Router {
         .route("/identity/v3", get(version))
         .route(
             "/identity/v3/auth/tokens",
-            get(validate_token).post(issue_token).delete(revoke_token).head(check_token),
+            get(validate_token)
+                .post(issue_token)
+                .delete(revoke_token)
+                .head(check_token),
         )
         .route("/identity/v3/auth/catalog", get(auth_catalog))
         .route("/identity/v3/auth/projects", get(auth_projects))
@@ -72,7 +75,11 @@ async fn version(State(sim): State<SharedSim>) -> Response {
 
 /// Looks up a valid (known, unexpired) token.
 pub fn lookup(identity: &Identity, token: &str, now: Time) -> Option<Token> {
-    identity.tokens.get(token).filter(|t| t.expires_at > now).cloned()
+    identity
+        .tokens
+        .get(token)
+        .filter(|t| t.expires_at > now)
+        .cloned()
 }
 
 /// Middleware for service APIs: a valid project-scoped `X-Auth-Token`, or 401.
@@ -88,7 +95,10 @@ pub async fn require_token(State(sim): State<SharedSim>, mut req: Request, next:
             project_id: Some(project_id),
             ..
         }) => {
-            req.extensions_mut().insert(Caller { user_id, project_id });
+            req.extensions_mut().insert(Caller {
+                user_id,
+                project_id,
+            });
             next.run(req).await
         }
         _ => unauthorized(&sim),
@@ -124,7 +134,11 @@ fn domain_ref(identity: &Identity, d: Option<&Value>) -> Option<String> {
         return identity.domain(id).map(|d| d.id.clone());
     }
     let name = str_at(d, "name")?;
-    identity.domains.iter().find(|x| x.name == name).map(|x| x.id.clone())
+    identity
+        .domains
+        .iter()
+        .find(|x| x.name == name)
+        .map(|x| x.id.clone())
 }
 
 /// Resolves a user reference (`id`, or `name` + `domain`) to a user id.
@@ -142,7 +156,12 @@ fn user_ref(identity: &Identity, u: &Value) -> Option<String> {
 }
 
 /// Checks the `auth` object of `POST /v3/auth/tokens` and returns the token to issue.
-pub fn authenticate(identity: &Identity, body: &Value, ttl: Duration, now: Time) -> Result<Token, AuthError> {
+pub fn authenticate(
+    identity: &Identity,
+    body: &Value,
+    ttl: Duration,
+    now: Time,
+) -> Result<Token, AuthError> {
     let auth = body
         .get("auth")
         .ok_or_else(|| AuthError::BadRequest("'auth' is a required property".into()))?;
@@ -158,52 +177,61 @@ pub fn authenticate(identity: &Identity, body: &Value, ttl: Duration, now: Time)
         .collect();
     let scope = auth.get("scope");
 
-    let (user_id, implied_project, app_cred_id, expires_at) = if methods.iter().any(|m| m == "password") {
-        let user = ident
-            .pointer("/password/user")
-            .ok_or_else(|| AuthError::BadRequest("'user' is a required property".into()))?;
-        let password = str_at(user, "password").unwrap_or_default();
-        let uid = user_ref(identity, user).ok_or(AuthError::Unauthorized)?;
-        let u = identity.user(&uid).ok_or(AuthError::Unauthorized)?;
-        if u.password != password {
-            return Err(AuthError::Unauthorized);
-        }
-        (uid, None, None, now + ttl)
-    } else if methods.iter().any(|m| m == "application_credential") {
-        let ac = ident
-            .get("application_credential")
-            .ok_or_else(|| AuthError::BadRequest("'application_credential' is a required property".into()))?;
-        let secret = str_at(ac, "secret").unwrap_or_default();
-        let cred = if let Some(id) = str_at(ac, "id") {
-            identity.app_creds.iter().find(|c| c.id == id)
-        } else {
-            let name = str_at(ac, "name").ok_or(AuthError::Unauthorized)?;
-            let owner = ac
-                .get("user")
-                .and_then(|u| user_ref(identity, u))
-                .ok_or(AuthError::Unauthorized)?;
-            identity.app_creds.iter().find(|c| c.name == name && c.user_id == owner)
-        }
-        .ok_or(AuthError::Unauthorized)?;
-        if cred.secret != secret {
-            return Err(AuthError::Unauthorized);
-        }
-        if scope.is_some() {
-            // Application credentials carry their own scope.
-            return Err(AuthError::Unauthorized);
-        }
-        (cred.user_id.clone(), Some(cred.project_id.clone()), Some(cred.id.clone()), now + ttl)
-    } else if methods.iter().any(|m| m == "token") {
-        let old = ident
-            .pointer("/token/id")
-            .and_then(Value::as_str)
-            .and_then(|t| lookup(identity, t, now))
+    let (user_id, implied_project, app_cred_id, expires_at) =
+        if methods.iter().any(|m| m == "password") {
+            let user = ident
+                .pointer("/password/user")
+                .ok_or_else(|| AuthError::BadRequest("'user' is a required property".into()))?;
+            let password = str_at(user, "password").unwrap_or_default();
+            let uid = user_ref(identity, user).ok_or(AuthError::Unauthorized)?;
+            let u = identity.user(&uid).ok_or(AuthError::Unauthorized)?;
+            if u.password != password {
+                return Err(AuthError::Unauthorized);
+            }
+            (uid, None, None, now + ttl)
+        } else if methods.iter().any(|m| m == "application_credential") {
+            let ac = ident.get("application_credential").ok_or_else(|| {
+                AuthError::BadRequest("'application_credential' is a required property".into())
+            })?;
+            let secret = str_at(ac, "secret").unwrap_or_default();
+            let cred = if let Some(id) = str_at(ac, "id") {
+                identity.app_creds.iter().find(|c| c.id == id)
+            } else {
+                let name = str_at(ac, "name").ok_or(AuthError::Unauthorized)?;
+                let owner = ac
+                    .get("user")
+                    .and_then(|u| user_ref(identity, u))
+                    .ok_or(AuthError::Unauthorized)?;
+                identity
+                    .app_creds
+                    .iter()
+                    .find(|c| c.name == name && c.user_id == owner)
+            }
             .ok_or(AuthError::Unauthorized)?;
-        // A rescoped token never outlives the one it came from.
-        (old.user_id, None, old.app_cred_id, old.expires_at)
-    } else {
-        return Err(AuthError::Unauthorized);
-    };
+            if cred.secret != secret {
+                return Err(AuthError::Unauthorized);
+            }
+            if scope.is_some() {
+                // Application credentials carry their own scope.
+                return Err(AuthError::Unauthorized);
+            }
+            (
+                cred.user_id.clone(),
+                Some(cred.project_id.clone()),
+                Some(cred.id.clone()),
+                now + ttl,
+            )
+        } else if methods.iter().any(|m| m == "token") {
+            let old = ident
+                .pointer("/token/id")
+                .and_then(Value::as_str)
+                .and_then(|t| lookup(identity, t, now))
+                .ok_or(AuthError::Unauthorized)?;
+            // A rescoped token never outlives the one it came from.
+            (old.user_id, None, old.app_cred_id, old.expires_at)
+        } else {
+            return Err(AuthError::Unauthorized);
+        };
 
     let project_id = match (implied_project, scope.and_then(|s| s.get("project"))) {
         (Some(p), _) => Some(p),
@@ -213,7 +241,8 @@ pub fn authenticate(identity: &Identity, body: &Value, ttl: Duration, now: Time)
                 identity.project(id).map(|p| p.id.clone())
             } else {
                 let name = str_at(p, "name").ok_or(AuthError::Unauthorized)?;
-                let domain = domain_ref(identity, p.get("domain")).ok_or(AuthError::Unauthorized)?;
+                let domain =
+                    domain_ref(identity, p.get("domain")).ok_or(AuthError::Unauthorized)?;
                 identity
                     .projects
                     .iter()
@@ -277,7 +306,10 @@ pub fn catalog(sim: &SharedSim) -> Value {
 /// The `{"token": ...}` body for an issued or validated token.
 pub fn token_body(sim: &SharedSim, identity: &Identity, t: &Token, with_catalog: bool) -> Value {
     let domain = |id: &str| {
-        let name = identity.domain(id).map(|d| d.name.clone()).unwrap_or_default();
+        let name = identity
+            .domain(id)
+            .map(|d| d.name.clone())
+            .unwrap_or_default();
         json!({"id": id, "name": name})
     };
     let user = identity.user(&t.user_id);
@@ -312,7 +344,10 @@ pub fn token_body(sim: &SharedSim, identity: &Identity, t: &Token, with_catalog:
 
 async fn issue_token(State(sim): State<SharedSim>, body: axum::body::Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "Malformed request body: expected JSON.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Malformed request body: expected JSON.",
+        );
     };
     let now = Utc::now();
     let ttl = Duration::seconds(sim.config.token_ttl_secs as i64);
@@ -329,7 +364,8 @@ async fn issue_token(State(sim): State<SharedSim>, body: axum::body::Bytes) -> R
     if let Ok(v) = HeaderValue::from_str(&id) {
         r.headers_mut().insert("x-subject-token", v);
     }
-    r.headers_mut().insert("vary", HeaderValue::from_static("X-Auth-Token"));
+    r.headers_mut()
+        .insert("vary", HeaderValue::from_static("X-Auth-Token"));
     r
 }
 
@@ -337,8 +373,16 @@ async fn issue_token(State(sim): State<SharedSim>, body: axum::body::Bytes) -> R
 fn subject(sim: &SharedSim, headers: &HeaderMap) -> Result<(String, Token), Response> {
     let now = Utc::now();
     let identity = sim.identity();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    if header("x-auth-token").and_then(|t| lookup(&identity, &t, now)).is_none() {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if header("x-auth-token")
+        .and_then(|t| lookup(&identity, &t, now))
+        .is_none()
+    {
         drop(identity);
         return Err(unauthorized(sim));
     }
@@ -347,7 +391,10 @@ fn subject(sim: &SharedSim, headers: &HeaderMap) -> Result<(String, Token), Resp
     };
     match lookup(&identity, &sub, now) {
         Some(t) => Ok((sub, t)),
-        None => Err(error(StatusCode::NOT_FOUND, &format!("Could not find token: {}.", &sub[..sub.len().min(8)]))),
+        None => Err(error(
+            StatusCode::NOT_FOUND,
+            &format!("Could not find token: {}.", &sub[..sub.len().min(8)]),
+        )),
     }
 }
 
@@ -412,11 +459,14 @@ async fn auth_projects(State(sim): State<SharedSim>, headers: HeaderMap) -> Resp
         .unwrap_or_default()
         .iter()
         .filter_map(|p| identity.project(p))
-        .map(|p| json!({"id": p.id, "name": p.name, "domain_id": p.domain_id, "enabled": true,
+        .map(|p| {
+            json!({"id": p.id, "name": p.name, "domain_id": p.domain_id, "enabled": true,
                         "is_domain": false, "parent_id": p.domain_id, "description": "", "tags": [],
-                        "links": {"self": format!("{}/projects/{}", sim.identity_url(), p.id)}}))
+                        "links": {"self": format!("{}/projects/{}", sim.identity_url(), p.id)}})
+        })
         .collect();
-    Json(json!({"projects": projects, "links": {"self": null, "next": null, "previous": null}})).into_response()
+    Json(json!({"projects": projects, "links": {"self": null, "next": null, "previous": null}}))
+        .into_response()
 }
 
 #[cfg(test)]
@@ -442,9 +492,11 @@ mod tests {
 
     #[test]
     fn password_by_names() {
-        let t = auth(json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
+        let t = auth(
+            json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
             {"name": "nodepool", "domain": {"name": "Default"}, "password": "nodepool"}}},
-            "scope": {"project": {"name": "nodepool", "domain": {"id": "default"}}}}}))
+            "scope": {"project": {"name": "nodepool", "domain": {"id": "default"}}}}}),
+        )
         .unwrap();
         assert_eq!(t.project_id, Some(identity().projects[0].id.clone()));
     }
@@ -452,9 +504,11 @@ mod tests {
     #[test]
     fn password_by_user_id_and_project_id() {
         let i = identity();
-        let t = auth(json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
+        let t = auth(
+            json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
             {"id": i.users[0].id, "password": "nodepool"}}},
-            "scope": {"project": {"id": i.projects[0].id}}}}))
+            "scope": {"project": {"id": i.projects[0].id}}}}),
+        )
         .unwrap();
         assert_eq!(t.user_id, i.users[0].id);
     }
@@ -466,33 +520,46 @@ mod tests {
             json!({"name": "nodepool", "domain": {"id": "other"}, "password": "nodepool"}),
         ];
         for user in bad {
-            let r = auth(json!({"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}));
+            let r = auth(
+                json!({"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}),
+            );
             assert_eq!(r.unwrap_err(), AuthError::Unauthorized);
         }
-        let r = auth(json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
+        let r = auth(
+            json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
             {"name": "nodepool", "domain": {"id": "default"}, "password": "nodepool"}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}));
+            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}),
+        );
         assert_eq!(r.unwrap_err(), AuthError::Unauthorized);
     }
 
     #[test]
     fn application_credentials_by_id_and_by_name() {
-        let t = auth(json!({"auth": {"identity": {"methods": ["application_credential"],
-            "application_credential": {"id": "ac1", "secret": "s3cret"}}}}))
+        let t = auth(
+            json!({"auth": {"identity": {"methods": ["application_credential"],
+            "application_credential": {"id": "ac1", "secret": "s3cret"}}}}),
+        )
         .unwrap();
         assert!(t.project_id.is_some());
         assert_eq!(t.app_cred_id.as_deref(), Some("ac1"));
-        auth(json!({"auth": {"identity": {"methods": ["application_credential"],
+        auth(
+            json!({"auth": {"identity": {"methods": ["application_credential"],
             "application_credential": {"name": "np-cred", "secret": "s3cret",
-            "user": {"name": "nodepool", "domain": {"name": "Default"}}}}}}))
+            "user": {"name": "nodepool", "domain": {"name": "Default"}}}}}}),
+        )
         .unwrap();
-        let wrong = auth(json!({"auth": {"identity": {"methods": ["application_credential"],
-            "application_credential": {"id": "ac1", "secret": "nope"}}}}));
+        let wrong = auth(
+            json!({"auth": {"identity": {"methods": ["application_credential"],
+            "application_credential": {"id": "ac1", "secret": "nope"}}}}),
+        );
         assert_eq!(wrong.unwrap_err(), AuthError::Unauthorized);
     }
 
     #[test]
     fn malformed_is_400() {
-        assert!(matches!(auth(json!({"x": 1})), Err(AuthError::BadRequest(_))));
+        assert!(matches!(
+            auth(json!({"x": 1})),
+            Err(AuthError::BadRequest(_))
+        ));
     }
 }

@@ -12,6 +12,10 @@
 //! # Ok(()) }
 //! ```
 
+// Helpers return ready-made error `Response`s as `Err` to short-circuit handlers; they are
+// built once per failed request, so boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod admin;
 pub mod config;
 pub mod counters;
@@ -56,7 +60,11 @@ impl Sim {
     fn new(config: SimConfig, addr: SocketAddr) -> Result<Sim, SimError> {
         config.validate()?;
         let identity = Identity::from_config(&config);
-        let owner = identity.projects.first().map(|p| p.id.clone()).unwrap_or_default();
+        let owner = identity
+            .projects
+            .first()
+            .map(|p| p.id.clone())
+            .unwrap_or_default();
         let store = Store::from_config(&config, &owner);
         let mut faults = FaultSet::default();
         for rule in &config.faults {
@@ -113,9 +121,14 @@ impl Sim {
     /// Restores the state built from the config (servers, images, ports, tokens, faults).
     pub fn reset_state(&self) {
         let identity = Identity::from_config(&self.config);
-        let owner = identity.projects.first().map(|p| p.id.clone()).unwrap_or_default();
+        let owner = identity
+            .projects
+            .first()
+            .map(|p| p.id.clone())
+            .unwrap_or_default();
         *self.identity_mut() = identity;
-        *self.store.lock().unwrap_or_else(|p| p.into_inner()) = Store::from_config(&self.config, &owner);
+        *self.store.lock().unwrap_or_else(|p| p.into_inner()) =
+            Store::from_config(&self.config, &owner);
         let mut faults = self.fault_set();
         faults.clear();
         for rule in &self.config.faults {

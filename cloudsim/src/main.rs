@@ -53,7 +53,11 @@ async fn main() -> ExitCode {
     }
     // The first stdout line is the URL, for scripts to read.
     println!("{}", sim.base_url());
-    eprintln!("cloudsim: listening on {} (auth_url {})", sim.base_url(), sim.auth_url());
+    eprintln!(
+        "cloudsim: listening on {} (auth_url {})",
+        sim.base_url(),
+        sim.auth_url()
+    );
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;
     ExitCode::SUCCESS

@@ -28,9 +28,15 @@ pub fn routes(sim: SharedSim) -> Router {
         .route(&p("/subnets"), get(list_subnets))
         .route(&p("/subnets/{id}"), get(show_subnet))
         .route(&p("/ports"), get(list_ports).post(create_port))
-        .route(&p("/ports/{id}"), get(show_port).put(update_port).delete(delete_port))
+        .route(
+            &p("/ports/{id}"),
+            get(show_port).put(update_port).delete(delete_port),
+        )
         .route(&p("/floatingips"), get(list_fips).post(create_fip))
-        .route(&p("/floatingips/{id}"), get(show_fip).put(update_fip).delete(delete_fip))
+        .route(
+            &p("/floatingips/{id}"),
+            get(show_fip).put(update_fip).delete(delete_fip),
+        )
         .route(&p("/security-groups"), get(list_security_groups))
         .route(&p("/security-groups/{id}"), get(show_security_group))
         .route(&p("/security-group-rules"), get(empty_list))
@@ -74,7 +80,11 @@ pub fn error_type(status: StatusCode) -> &'static str {
 }
 
 fn not_found(kind: &str, label: &str, id: &str) -> Response {
-    error(StatusCode::NOT_FOUND, kind, &format!("{label} {id} could not be found."))
+    error(
+        StatusCode::NOT_FOUND,
+        kind,
+        &format!("{label} {id} could not be found."),
+    )
 }
 
 fn state_error(e: StateError) -> Response {
@@ -106,7 +116,15 @@ async fn resources(State(sim): State<SharedSim>) -> Json<Value> {
 
 type Params = Query<Vec<(String, String)>>;
 
-const NON_FILTERS: &[&str] = &["fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse", "verbose"];
+const NON_FILTERS: &[&str] = &[
+    "fields",
+    "limit",
+    "marker",
+    "sort_key",
+    "sort_dir",
+    "page_reverse",
+    "verbose",
+];
 
 /// Exact-match filters; a repeated key means "any of"; unknown keys are ignored, as Neutron does.
 pub fn matches(obj: &Value, query: &[(String, String)]) -> bool {
@@ -117,7 +135,11 @@ pub fn matches(obj: &Value, query: &[(String, String)]) -> bool {
         .collect();
     keys.dedup();
     keys.iter().all(|key| {
-        let wanted: Vec<&str> = query.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect();
+        let wanted: Vec<&str> = query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect();
         if *key == "fixed_ips" {
             return wanted.iter().any(|w| {
                 let (k, v) = w.split_once('=').unwrap_or(("ip_address", w));
@@ -146,12 +168,20 @@ pub fn matches(obj: &Value, query: &[(String, String)]) -> bool {
 }
 
 fn project_fields(obj: Value, q: &[(String, String)]) -> Value {
-    let fields: Vec<&str> = q.iter().filter(|(k, _)| k == "fields").map(|(_, v)| v.as_str()).collect();
+    let fields: Vec<&str> = q
+        .iter()
+        .filter(|(k, _)| k == "fields")
+        .map(|(_, v)| v.as_str())
+        .collect();
     if fields.is_empty() {
         return obj;
     }
     match obj {
-        Value::Object(m) => Value::Object(m.into_iter().filter(|(k, _)| fields.contains(&k.as_str())).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| fields.contains(&k.as_str()))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -171,7 +201,13 @@ fn listing<'a, T: 'a>(
             Ok(0) => MAX_PAGE,
             Ok(l) => l,
             Err(_) => {
-                return error(StatusCode::BAD_REQUEST, "BadRequest", &format!("Bad limit request: Limit must be an integer 0 or greater and not '{l}'."));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!(
+                        "Bad limit request: Limit must be an integer 0 or greater and not '{l}'."
+                    ),
+                );
             }
         },
     };
@@ -192,7 +228,8 @@ fn listing<'a, T: 'a>(
     let key = collection.replace('-', "_");
     let mut body = json!({ key.clone(): items });
     if full && let Some(last) = last_id {
-        let mut qs: Vec<(String, String)> = q.iter().filter(|(k, _)| k != "marker").cloned().collect();
+        let mut qs: Vec<(String, String)> =
+            q.iter().filter(|(k, _)| k != "marker").cloned().collect();
         qs.push(("marker".into(), last));
         body[format!("{key}_links")] = json!([{"rel": "next",
             "href": format!("{}/v2.0/{collection}?{}", sim.network_url(), encode_query(&qs))}]);
@@ -201,14 +238,26 @@ fn listing<'a, T: 'a>(
 }
 
 fn marker_error(m: &str) -> Response {
-    error(StatusCode::NOT_FOUND, "HTTPNotFound", &format!("Marker {m} could not be found."))
+    error(
+        StatusCode::NOT_FOUND,
+        "HTTPNotFound",
+        &format!("Marker {m} could not be found."),
+    )
 }
 
 fn marker(q: &[(String, String)]) -> Option<&str> {
-    q.iter().find(|(k, _)| k == "marker").map(|(_, v)| v.as_str())
+    q.iter()
+        .find(|(k, _)| k == "marker")
+        .map(|(_, v)| v.as_str())
 }
 
-fn std_fields(m: &mut Map<String, Value>, project: &str, created: &str, updated: &str, revision: u64) {
+fn std_fields(
+    m: &mut Map<String, Value>,
+    project: &str,
+    created: &str,
+    updated: &str,
+    revision: u64,
+) {
     m.insert("tenant_id".into(), json!(project));
     m.insert("project_id".into(), json!(project));
     m.insert("created_at".into(), json!(created));
@@ -230,7 +279,13 @@ pub fn network_json(n: &Network) -> Value {
         "ipv4_address_scope": null, "ipv6_address_scope": null, "l2_adjacency": true,
     });
     let t = iso(n.created);
-    std_fields(v.as_object_mut().expect("object"), SERVICE_PROJECT, &t, &t, 1);
+    std_fields(
+        v.as_object_mut().expect("object"),
+        SERVICE_PROJECT,
+        &t,
+        &t,
+        1,
+    );
     v
 }
 
@@ -245,7 +300,13 @@ fn subnet_json(n: &Network) -> Value {
         "ipv6_address_mode": null, "ipv6_ra_mode": null, "subnetpool_id": null, "segment_id": null,
     });
     let t = iso(n.created);
-    std_fields(v.as_object_mut().expect("object"), SERVICE_PROJECT, &t, &t, 1);
+    std_fields(
+        v.as_object_mut().expect("object"),
+        SERVICE_PROJECT,
+        &t,
+        &t,
+        1,
+    );
     v
 }
 
@@ -266,7 +327,13 @@ pub fn port_json(p: &Port) -> Value {
         "allowed_address_pairs": [], "extra_dhcp_opts": [], "port_security_enabled": true,
         "ip_allocation": "immediate", "dns_name": "", "dns_assignment": [],
     });
-    std_fields(v.as_object_mut().expect("object"), &p.project_id, &iso(p.created), &iso(p.updated), p.revision);
+    std_fields(
+        v.as_object_mut().expect("object"),
+        &p.project_id,
+        &iso(p.created),
+        &iso(p.updated),
+        p.revision,
+    );
     v
 }
 
@@ -283,17 +350,17 @@ pub fn fip_json(store: &Store, f: &FloatingIp) -> Value {
         "status": f.status(), "description": f.description, "port_details": details,
         "dns_domain": "", "dns_name": "", "port_forwardings": [], "qos_policy_id": null,
     });
-    std_fields(v.as_object_mut().expect("object"), &f.project_id, &iso(f.created), &iso(f.updated), f.revision);
+    std_fields(
+        v.as_object_mut().expect("object"),
+        &f.project_id,
+        &iso(f.created),
+        &iso(f.updated),
+        f.revision,
+    );
     v
 }
 
-fn network_visible(n: &Network, _caller: &Caller) -> bool {
-    // Every configured network is shared or external, or belongs to the (single) tenant.
-    let _ = n;
-    true
-}
-
-async fn list_networks(State(sim): State<SharedSim>, Extension(caller): Extension<Caller>, Query(q): Params) -> Response {
+async fn list_networks(State(sim): State<SharedSim>, Query(q): Params) -> Response {
     let store = sim.store();
     let start = match marker(&q) {
         None => 0,
@@ -302,11 +369,16 @@ async fn list_networks(State(sim): State<SharedSim>, Extension(caller): Extensio
             None => return marker_error(m),
         },
     };
-    let rows = store.networks[start..].iter().filter(|n| network_visible(n, &caller));
+    // Every configured network is shared, external or the tenant's own: all are visible.
+    let rows = store.networks[start..].iter();
     listing(&sim, "networks", rows, network_json, |n| &n.id, &q)
 }
 
-async fn show_network(State(sim): State<SharedSim>, Path(id): Path<String>, Query(q): Params) -> Response {
+async fn show_network(
+    State(sim): State<SharedSim>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
     let store = sim.store();
     match store.network(&id) {
         Some(n) => Json(json!({"network": project_fields(network_json(n), &q)})).into_response(),
@@ -323,10 +395,21 @@ async fn list_subnets(State(sim): State<SharedSim>, Query(q): Params) -> Respons
             None => return marker_error(m),
         },
     };
-    listing(&sim, "subnets", store.networks[start..].iter(), subnet_json, |n| &n.subnet_id, &q)
+    listing(
+        &sim,
+        "subnets",
+        store.networks[start..].iter(),
+        subnet_json,
+        |n| &n.subnet_id,
+        &q,
+    )
 }
 
-async fn show_subnet(State(sim): State<SharedSim>, Path(id): Path<String>, Query(q): Params) -> Response {
+async fn show_subnet(
+    State(sim): State<SharedSim>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
     let store = sim.store();
     match store.networks.iter().find(|n| n.subnet_id == id) {
         Some(n) => Json(json!({"subnet": project_fields(subnet_json(n), &q)})).into_response(),
@@ -334,7 +417,11 @@ async fn show_subnet(State(sim): State<SharedSim>, Path(id): Path<String>, Query
     }
 }
 
-async fn list_ports(State(sim): State<SharedSim>, Extension(caller): Extension<Caller>, Query(q): Params) -> Response {
+async fn list_ports(
+    State(sim): State<SharedSim>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> Response {
     let store = sim.store();
     let rows = match store.ports.page_from(marker(&q), false) {
         Ok(r) => r,
@@ -369,11 +456,21 @@ fn body_object(body: &[u8], key: &str) -> Result<Map<String, Value>, Response> {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get(key).and_then(Value::as_object).cloned())
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "BadRequest", &format!("Resource body required: '{key}'.")))
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("Resource body required: '{key}'."),
+            )
+        })
 }
 
 fn over_quota(resource: &str) -> Response {
-    error(StatusCode::CONFLICT, "OverQuota", &format!("Quota exceeded for resources: ['{resource}']."))
+    error(
+        StatusCode::CONFLICT,
+        "OverQuota",
+        &format!("Quota exceeded for resources: ['{resource}']."),
+    )
 }
 
 async fn create_port(
@@ -385,8 +482,16 @@ async fn create_port(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(net) = b.get("network_id").and_then(Value::as_str).map(str::to_string) else {
-        return error(StatusCode::BAD_REQUEST, "BadRequest", "Failed to parse request. Required attribute 'network_id' not specified");
+    let Some(net) = b
+        .get("network_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Failed to parse request. Required attribute 'network_id' not specified",
+        );
     };
     let fixed_ip = b
         .get("fixed_ips")
@@ -395,9 +500,18 @@ async fn create_port(
         .and_then(|ip| ip.get("ip_address"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    let text = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        b.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut store = sim.store();
-    let used = store.ports.values().filter(|p| p.project_id == caller.project_id).count() as i64;
+    let used = store
+        .ports
+        .values()
+        .filter(|p| p.project_id == caller.project_id)
+        .count() as i64;
     if used >= QUOTA_PORT {
         return over_quota("port");
     }
@@ -446,7 +560,11 @@ async fn update_port(
     Json(json!({"port": port_json(port)})).into_response()
 }
 
-async fn delete_port(State(sim): State<SharedSim>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+async fn delete_port(
+    State(sim): State<SharedSim>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     let mut store = sim.store();
     let device = match own_port(&store, &caller, &id) {
         Ok(p) => p.device_id.clone(),
@@ -459,14 +577,25 @@ async fn delete_port(State(sim): State<SharedSim>, Extension(caller): Extension<
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn list_fips(State(sim): State<SharedSim>, Extension(caller): Extension<Caller>, Query(q): Params) -> Response {
+async fn list_fips(
+    State(sim): State<SharedSim>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> Response {
     let store = sim.store();
     let rows = match store.fips.page_from(marker(&q), false) {
         Ok(r) => r,
         Err(e) => return marker_error(&e.0),
     };
     let rows = rows.filter(|f| f.project_id == caller.project_id);
-    listing(&sim, "floatingips", rows, |f| fip_json(&store, f), |f| &f.id, &q)
+    listing(
+        &sim,
+        "floatingips",
+        rows,
+        |f| fip_json(&store, f),
+        |f| &f.id,
+        &q,
+    )
 }
 
 fn own_fip<'a>(store: &'a Store, caller: &Caller, id: &str) -> Result<&'a FloatingIp, Response> {
@@ -485,7 +614,9 @@ async fn show_fip(
 ) -> Response {
     let store = sim.store();
     match own_fip(&store, &caller, &id) {
-        Ok(f) => Json(json!({"floatingip": project_fields(fip_json(&store, f), &q)})).into_response(),
+        Ok(f) => {
+            Json(json!({"floatingip": project_fields(fip_json(&store, f), &q)})).into_response()
+        }
         Err(r) => r,
     }
 }
@@ -508,7 +639,9 @@ pub fn allocate_fip(
         return Err(error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            &format!("Bad floatingip request: Network {network_id} is not a valid external network."),
+            &format!(
+                "Bad floatingip request: Network {network_id} is not a valid external network."
+            ),
         ));
     }
     if let Some(p) = port_id
@@ -527,7 +660,10 @@ pub fn allocate_fip(
             return Err(error(
                 StatusCode::CONFLICT,
                 "IpAddressAlreadyAllocated",
-                &format!("IP address {a} already allocated in subnet {}", net.subnet_id),
+                &format!(
+                    "IP address {a} already allocated in subnet {}",
+                    net.subnet_id
+                ),
             ));
         }
         None => net.alloc.allocate().ok_or_else(|| {
@@ -567,10 +703,18 @@ async fn create_fip(
         Err(r) => return r,
     };
     let Some(net) = b.get("floating_network_id").and_then(Value::as_str) else {
-        return error(StatusCode::BAD_REQUEST, "BadRequest", "Failed to parse request. Required attribute 'floating_network_id' not specified");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Failed to parse request. Required attribute 'floating_network_id' not specified",
+        );
     };
     let mut store = sim.store();
-    let used = store.fips.values().filter(|f| f.project_id == caller.project_id).count() as i64;
+    let used = store
+        .fips
+        .values()
+        .filter(|f| f.project_id == caller.project_id)
+        .count() as i64;
     if used >= QUOTA_FLOATINGIP {
         return over_quota("floatingip");
     }
@@ -584,9 +728,17 @@ async fn create_fip(
     match allocate_fip(&mut store, &caller.project_id, net, address, port) {
         Ok(id) => {
             if let Some(f) = store.fips.get_mut(&id) {
-                f.description = b.get("description").and_then(Value::as_str).unwrap_or_default().to_string();
+                f.description = b
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
             }
-            let body = store.fips.get(&id).map(|f| fip_json(&store, f)).unwrap_or_default();
+            let body = store
+                .fips
+                .get(&id)
+                .map(|f| fip_json(&store, f))
+                .unwrap_or_default();
             (StatusCode::CREATED, Json(json!({ "floatingip": body }))).into_response()
         }
         Err(r) => r,
@@ -623,11 +775,19 @@ async fn update_fip(
     {
         f.description = d.to_string();
     }
-    let body = store.fips.get(&id).map(|f| fip_json(&store, f)).unwrap_or_default();
+    let body = store
+        .fips
+        .get(&id)
+        .map(|f| fip_json(&store, f))
+        .unwrap_or_default();
     Json(json!({ "floatingip": body })).into_response()
 }
 
-async fn delete_fip(State(sim): State<SharedSim>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+async fn delete_fip(
+    State(sim): State<SharedSim>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     let mut store = sim.store();
     let (address, network, port) = match own_fip(&store, &caller, &id) {
         Ok(f) => (f.address.clone(), f.network_id.clone(), f.port_id.clone()),
@@ -665,19 +825,38 @@ async fn list_security_groups(
     Query(q): Params,
 ) -> Response {
     let groups = [security_group_json(&caller.project_id)];
-    listing(&sim, "security-groups", groups.iter(), Value::clone, |g| g["id"].as_str().unwrap_or_default(), &q)
+    listing(
+        &sim,
+        "security-groups",
+        groups.iter(),
+        Value::clone,
+        |g| g["id"].as_str().unwrap_or_default(),
+        &q,
+    )
 }
 
-async fn show_security_group(Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+async fn show_security_group(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     if id == default_sg(&caller.project_id) {
         Json(json!({"security_group": security_group_json(&caller.project_id)})).into_response()
     } else {
-        error(StatusCode::NOT_FOUND, "SecurityGroupNotFound", &format!("Security group {id} does not exist"))
+        error(
+            StatusCode::NOT_FOUND,
+            "SecurityGroupNotFound",
+            &format!("Security group {id} does not exist"),
+        )
     }
 }
 
 async fn empty_list(uri: axum::http::Uri) -> Json<Value> {
-    let key = uri.path().rsplit('/').next().unwrap_or_default().replace('-', "_");
+    let key = uri
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .replace('-', "_");
     Json(json!({ key: [] }))
 }
 
@@ -688,7 +867,10 @@ const EXTENSIONS: &[(&str, &str)] = &[
     ("quotas", "Quota management support"),
     ("quota_details", "Quota details extension"),
     ("binding", "Port Binding"),
-    ("auto-allocated-topology", "Auto Allocated Topology Services"),
+    (
+        "auto-allocated-topology",
+        "Auto Allocated Topology Services",
+    ),
     ("standard-attr-description", "standard-attr-description"),
     ("standard-attr-timestamp", "Resource timestamps"),
     ("standard-attr-revisions", "Resource revision numbers"),
@@ -701,13 +883,19 @@ fn extension_json(alias: &str, name: &str) -> Value {
 }
 
 async fn list_extensions() -> Json<Value> {
-    Json(json!({"extensions": EXTENSIONS.iter().map(|(a, n)| extension_json(a, n)).collect::<Vec<_>>()}))
+    Json(
+        json!({"extensions": EXTENSIONS.iter().map(|(a, n)| extension_json(a, n)).collect::<Vec<_>>()}),
+    )
 }
 
 async fn show_extension(Path(alias): Path<String>) -> Response {
     match EXTENSIONS.iter().find(|(a, _)| *a == alias) {
         Some((a, n)) => Json(json!({"extension": extension_json(a, n)})).into_response(),
-        None => error(StatusCode::NOT_FOUND, "HTTPNotFound", &format!("Extension with alias {alias} does not exist")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "HTTPNotFound",
+            &format!("Extension with alias {alias} does not exist"),
+        ),
     }
 }
 
@@ -719,10 +907,22 @@ async fn availability_zones() -> Json<Value> {
 }
 
 fn quota_values(store: &Store, project: &str, details: bool) -> Value {
-    let ports = store.ports.values().filter(|p| p.project_id == project).count();
-    let fips = store.fips.values().filter(|f| f.project_id == project).count();
+    let ports = store
+        .ports
+        .values()
+        .filter(|p| p.project_id == project)
+        .count();
+    let fips = store
+        .fips
+        .values()
+        .filter(|f| f.project_id == project)
+        .count();
     let item = |limit: i64, used: usize| {
-        if details { json!({"limit": limit, "used": used, "reserved": 0}) } else { json!(limit) }
+        if details {
+            json!({"limit": limit, "used": used, "reserved": 0})
+        } else {
+            json!(limit)
+        }
     };
     json!({"quota": {
         "floatingip": item(QUOTA_FLOATINGIP, fips), "port": item(QUOTA_PORT, ports),
@@ -735,11 +935,18 @@ async fn show_quota(State(sim): State<SharedSim>, Path(project): Path<String>) -
     Json(quota_values(&sim.store(), &project, false))
 }
 
-async fn show_quota_details(State(sim): State<SharedSim>, Path(project): Path<String>) -> Json<Value> {
+async fn show_quota_details(
+    State(sim): State<SharedSim>,
+    Path(project): Path<String>,
+) -> Json<Value> {
     Json(quota_values(&sim.store(), &project, true))
 }
 
-async fn auto_topology(State(sim): State<SharedSim>, Path(project): Path<String>, Query(q): Params) -> Response {
+async fn auto_topology(
+    State(sim): State<SharedSim>,
+    Path(project): Path<String>,
+    Query(q): Params,
+) -> Response {
     if q.iter().any(|(k, v)| k == "fields" && v == "dry-run") {
         return Json(json!({"auto_allocated_topology": {"dry-run": "pass"}})).into_response();
     }
@@ -756,7 +963,10 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -765,16 +975,25 @@ mod tests {
                           "fixed_ips": [{"ip_address": "10.0.0.5", "subnet_id": "s"}]});
         assert!(matches(&port, &q(&[("status", "DOWN")])));
         assert!(!matches(&port, &q(&[("status", "ACTIVE")])));
-        assert!(matches(&port, &q(&[("status", "ACTIVE"), ("status", "DOWN")])));
+        assert!(matches(
+            &port,
+            &q(&[("status", "ACTIVE"), ("status", "DOWN")])
+        ));
         assert!(matches(&port, &q(&[("admin_state_up", "True")])));
         assert!(matches(&port, &q(&[("fixed_ips", "ip_address=10.0.0.5")])));
         assert!(!matches(&port, &q(&[("fixed_ips", "ip_address=10.0.0.6")])));
-        assert!(matches(&port, &q(&[("unknown_filter", "x"), ("limit", "3")])));
+        assert!(matches(
+            &port,
+            &q(&[("unknown_filter", "x"), ("limit", "3")])
+        ));
     }
 
     #[test]
     fn fields_projection() {
-        let v = project_fields(json!({"a": 1, "b": 2, "c": 3}), &q(&[("fields", "a"), ("fields", "c")]));
+        let v = project_fields(
+            json!({"a": 1, "b": 2, "c": 3}),
+            &q(&[("fields", "a"), ("fields", "c")]),
+        );
         assert_eq!(v, json!({"a": 1, "c": 3}));
     }
 }

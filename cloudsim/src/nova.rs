@@ -10,13 +10,16 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::Utc;
 use indexmap::IndexMap;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::SharedSim;
 use crate::config::QuotaConfig;
 use crate::faults::{FaultAction, Phase};
 use crate::keystone::{Caller, require_token};
-use crate::state::{Flavor, NewServer, Server, ServerStatus, StateError, Store, iso, parse_time};
+use crate::state::{
+    Flavor, NewServer, Server, ServerStatus, StateError, Store, Time, iso, parse_time,
+};
 
 pub const PREFIX: &str = "/compute/v2.1";
 /// Nova's `max_limit`: the most items one page returns.
@@ -50,10 +53,17 @@ pub fn routes(sim: SharedSim) -> Router {
         .route(&p("/servers/detail"), get(list_servers_detail))
         .route(&p("/servers/{id}"), get(show_server).delete(delete_server))
         .route(&p("/servers/{id}/action"), post(server_action))
-        .route(&p("/servers/{id}/metadata"), get(get_metadata).post(update_metadata).put(replace_metadata))
+        .route(
+            &p("/servers/{id}/metadata"),
+            get(get_metadata)
+                .post(update_metadata)
+                .put(replace_metadata),
+        )
         .route(
             &p("/servers/{id}/metadata/{key}"),
-            get(get_meta_item).put(put_meta_item).delete(delete_meta_item),
+            get(get_meta_item)
+                .put(put_meta_item)
+                .delete(delete_meta_item),
         )
         .route(&p("/flavors"), get(list_flavors))
         .route(&p("/flavors/detail"), get(list_flavors_detail))
@@ -63,7 +73,10 @@ pub fn routes(sim: SharedSim) -> Router {
         .route(&p("/os-availability-zone"), get(availability_zones))
         .route(&p("/os-availability-zone/detail"), get(availability_zones))
         .route(&p("/os-keypairs"), get(list_keypairs).post(create_keypair))
-        .route(&p("/os-keypairs/{name}"), get(show_keypair).delete(delete_keypair))
+        .route(
+            &p("/os-keypairs/{name}"),
+            get(show_keypair).delete(delete_keypair),
+        )
         .route(&p("/os-quota-sets/{project}"), get(quota_set))
         .route(&p("/os-quota-sets/{project}/detail"), get(quota_set_detail))
         .route_layer(middleware::from_fn_with_state(sim.clone(), require_token))
@@ -94,7 +107,11 @@ pub fn fault(status: StatusCode, message: &str) -> Response {
         503 => "serviceUnavailable",
         _ => "computeFault",
     };
-    (status, Json(json!({ name: {"code": status.as_u16(), "message": message} }))).into_response()
+    (
+        status,
+        Json(json!({ name: {"code": status.as_u16(), "message": message} })),
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {
@@ -102,7 +119,10 @@ fn bad_request(message: &str) -> Response {
 }
 
 fn server_not_found(id: &str) -> Response {
-    fault(StatusCode::NOT_FOUND, &format!("Instance {id} could not be found."))
+    fault(
+        StatusCode::NOT_FOUND,
+        &format!("Instance {id} could not be found."),
+    )
 }
 
 /// Reads the requested microversion, refuses unsupported ones, and echoes it on the response.
@@ -130,13 +150,17 @@ async fn negotiate(State(sim): State<SharedSim>, mut req: Request, next: Next) -
         None => Microversion(2, 1),
         Some("latest") => max,
         Some(v) => match parse_microversion(v) {
-            Some((a, b)) if Microversion(a, b) >= Microversion(2, 1) && Microversion(a, b) <= max => {
+            Some((a, b))
+                if Microversion(a, b) >= Microversion(2, 1) && Microversion(a, b) <= max =>
+            {
                 Microversion(a, b)
             }
             Some(_) => {
                 return fault(
                     StatusCode::NOT_ACCEPTABLE,
-                    &format!("Version {v} is not supported by the API. Minimum is 2.1 and maximum is {max}."),
+                    &format!(
+                        "Version {v} is not supported by the API. Minimum is 2.1 and maximum is {max}."
+                    ),
                 );
             }
             None => return bad_request(&format!("Invalid format for API version {v}.")),
@@ -151,7 +175,10 @@ async fn negotiate(State(sim): State<SharedSim>, mut req: Request, next: Next) -
     if let Ok(v) = HeaderValue::from_str(&mv.to_string()) {
         h.insert("x-openstack-nova-api-version", v);
     }
-    h.insert("vary", HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"));
+    h.insert(
+        "vary",
+        HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    );
     r
 }
 
@@ -209,7 +236,11 @@ fn flavor_json(sim: &SharedSim, f: &Flavor, mv: Microversion, detail: bool) -> V
         }
         return v;
     }
-    let swap = if f.swap == 0 && !mv.at_least(75) { json!("") } else { json!(f.swap) };
+    let swap = if f.swap == 0 && !mv.at_least(75) {
+        json!("")
+    } else {
+        json!(f.swap)
+    };
     let m = v.as_object_mut().expect("object");
     m.insert("ram".into(), json!(f.ram));
     m.insert("disk".into(), json!(f.disk));
@@ -228,108 +259,290 @@ fn flavor_json(sim: &SharedSim, f: &Flavor, mv: Microversion, detail: bool) -> V
     v
 }
 
-fn addresses(store: &Store, s: &Server) -> Value {
-    let mut out: IndexMap<String, Vec<Value>> = IndexMap::new();
-    for pid in &s.port_ids {
-        let Some(port) = store.ports.get(pid) else { continue };
-        let Some(net) = store.network(&port.network_id) else { continue };
-        let list = out.entry(net.name.clone()).or_default();
-        list.push(json!({"version": 4, "addr": port.ip, "OS-EXT-IPS:type": "fixed",
-                         "OS-EXT-IPS-MAC:mac_addr": port.mac}));
-        if let Some(f) = store.fip_by_port.get(pid).and_then(|f| store.fips.get(f)) {
-            list.push(json!({"version": 4, "addr": f.address, "OS-EXT-IPS:type": "floating",
-                             "OS-EXT-IPS-MAC:mac_addr": port.mac}));
-        }
-    }
-    json!(out)
+#[derive(Serialize)]
+struct Link {
+    rel: &'static str,
+    href: String,
 }
 
-/// A server as `GET /servers/{id}` shows it at this microversion.
-pub fn server_json(sim: &SharedSim, store: &Store, s: &Server, mv: Microversion) -> Value {
-    let status = if s.deleting_until.is_some() { s.status } else { s.status };
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ImageRef {
+    Image {
+        id: String,
+        links: [Link; 1],
+    },
+    /// Booted from a volume: Nova shows `""`.
+    None(&'static str),
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FlavorRef<'a> {
+    Link {
+        id: &'a str,
+        links: [Link; 1],
+    },
+    /// Embedded from 2.47 on.
+    Embedded {
+        vcpus: u32,
+        ram: u64,
+        disk: u64,
+        ephemeral: u64,
+        swap: u64,
+        original_name: &'a str,
+        extra_specs: Map<String, Value>,
+    },
+}
+
+#[derive(Serialize)]
+struct Address<'a> {
+    version: u8,
+    addr: &'a str,
+    #[serde(rename = "OS-EXT-IPS:type")]
+    kind: &'static str,
+    #[serde(rename = "OS-EXT-IPS-MAC:mac_addr")]
+    mac: &'a str,
+}
+
+#[derive(Serialize)]
+struct Named<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Volume<'a> {
+    id: &'a str,
+    delete_on_termination: bool,
+}
+
+#[derive(Serialize)]
+struct FaultView<'a> {
+    code: u16,
+    created: String,
+    message: &'a str,
+    details: &'static str,
+}
+
+/// A server as Nova shows it; the microversion-gated keys are `Some` only when present.
+#[derive(Serialize)]
+pub struct ServerView<'a> {
+    id: &'a str,
+    name: &'a str,
+    status: &'static str,
+    tenant_id: &'a str,
+    user_id: &'a str,
+    metadata: &'a IndexMap<String, String>,
+    #[serde(rename = "hostId")]
+    host_id: &'a str,
+    image: ImageRef,
+    flavor: FlavorRef<'a>,
+    created: String,
+    updated: String,
+    addresses: IndexMap<&'a str, Vec<Address<'a>>>,
+    #[serde(rename = "accessIPv4")]
+    access_ipv4: &'static str,
+    #[serde(rename = "accessIPv6")]
+    access_ipv6: &'static str,
+    links: [Link; 2],
+    progress: u8,
+    config_drive: &'static str,
+    key_name: Option<&'a str>,
+    #[serde(rename = "OS-DCF:diskConfig")]
+    disk_config: &'static str,
+    #[serde(rename = "OS-EXT-AZ:availability_zone")]
+    availability_zone: &'a str,
+    #[serde(rename = "OS-EXT-STS:vm_state")]
+    vm_state: &'static str,
+    #[serde(rename = "OS-EXT-STS:task_state")]
+    task_state: Option<&'static str>,
+    #[serde(rename = "OS-EXT-STS:power_state")]
+    power_state: u8,
+    #[serde(rename = "OS-SRV-USG:launched_at")]
+    launched_at: Option<String>,
+    #[serde(rename = "OS-SRV-USG:terminated_at")]
+    terminated_at: Option<String>,
+    #[serde(rename = "os-extended-volumes:volumes_attached")]
+    volumes_attached: Vec<Volume<'a>>,
+    security_groups: Vec<Named<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fault: Option<FaultView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<[&'a str; 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_image_certificates: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_groups: Option<[&'a str; 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked_reason: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pinned_availability_zone: Option<Option<&'a str>>,
+}
+
+fn usage_time(t: Time) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// A server as `GET /servers/{id}` shows it at this microversion. `host_id` is [`host_id`] of
+/// its project (computed once per listing).
+pub fn server_view<'a>(
+    sim: &SharedSim,
+    store: &'a Store,
+    s: &'a Server,
+    mv: Microversion,
+    host_id: &'a str,
+) -> ServerView<'a> {
+    let status = s.status;
+    let active = status == ServerStatus::Active;
     let task_state = if s.deleting_until.is_some() {
-        json!("deleting")
+        Some("deleting")
     } else if status == ServerStatus::Build {
-        json!("spawning")
+        Some("spawning")
     } else {
-        Value::Null
+        None
     };
     let image = match &s.image_id {
-        Some(id) => json!({"id": id, "links": [{"rel": "bookmark",
-                          "href": format!("{}/compute/images/{id}", sim.base_url)}]}),
-        None => json!(""),
+        Some(id) => ImageRef::Image {
+            id: id.clone(),
+            links: [Link {
+                rel: "bookmark",
+                href: format!("{}/compute/images/{id}", sim.base_url),
+            }],
+        },
+        None => ImageRef::None(""),
     };
     let flavor = if mv.at_least(47) {
-        json!({"vcpus": s.flavor.vcpus, "ram": s.flavor.ram, "disk": s.flavor.disk,
-               "ephemeral": s.flavor.ephemeral, "swap": s.flavor.swap,
-               "original_name": s.flavor.name, "extra_specs": {}})
+        FlavorRef::Embedded {
+            vcpus: s.flavor.vcpus,
+            ram: s.flavor.ram,
+            disk: s.flavor.disk,
+            ephemeral: s.flavor.ephemeral,
+            swap: s.flavor.swap,
+            original_name: &s.flavor.name,
+            extra_specs: Map::new(),
+        }
     } else {
-        json!({"id": s.flavor.id, "links": [{"rel": "bookmark",
-               "href": format!("{}/compute/flavors/{}", sim.base_url, s.flavor.id)}]})
+        FlavorRef::Link {
+            id: &s.flavor.id,
+            links: [Link {
+                rel: "bookmark",
+                href: format!("{}/compute/flavors/{}", sim.base_url, s.flavor.id),
+            }],
+        }
     };
-    let power = match status {
-        ServerStatus::Active => 1,
-        _ => 0,
-    };
-    let mut v = json!({
-        "id": s.id, "name": s.name, "status": status.as_str(),
-        "tenant_id": s.project_id, "user_id": s.user_id,
-        "metadata": s.metadata,
-        "hostId": if status == ServerStatus::Active { host_id(&s.project_id) } else { String::new() },
-        "image": image, "flavor": flavor,
-        "created": iso(s.created), "updated": iso(s.updated),
-        "addresses": addresses(store, s),
-        "accessIPv4": "", "accessIPv6": "",
-        "links": links(sim, "servers", &s.id),
-        "progress": if status == ServerStatus::Active { 100 } else { 0 },
-        "config_drive": if s.config_drive { "True" } else { "" },
-        "key_name": s.key_name,
-        "OS-DCF:diskConfig": "MANUAL",
-        "OS-EXT-AZ:availability_zone": s.availability_zone,
-        "OS-EXT-STS:vm_state": status.vm_state(),
-        "OS-EXT-STS:task_state": task_state,
-        "OS-EXT-STS:power_state": power,
-        "OS-SRV-USG:launched_at": s.launched_at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
-        "OS-SRV-USG:terminated_at": s.terminated_at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
-        "os-extended-volumes:volumes_attached": s.volume_ids.iter().map(|v| json!({"id": v, "delete_on_termination": true})).collect::<Vec<_>>(),
-        "security_groups": s.security_groups.iter().map(|g| json!({"name": g})).collect::<Vec<_>>(),
-    });
-    let m = v.as_object_mut().expect("object");
-    if let Some(f) = &s.fault {
-        m.insert(
-            "fault".into(),
-            json!({"code": f.code, "created": iso(f.created), "message": f.message,
-                   "details": "Simulated by cloudsim"}),
-        );
+    let mut addresses: IndexMap<&str, Vec<Address>> = IndexMap::new();
+    for pid in &s.port_ids {
+        let Some(port) = store.ports.get(pid) else {
+            continue;
+        };
+        let Some(net) = store.network(&port.network_id) else {
+            continue;
+        };
+        let list = addresses.entry(net.name.as_str()).or_default();
+        list.push(Address {
+            version: 4,
+            addr: &port.ip,
+            kind: "fixed",
+            mac: &port.mac,
+        });
+        if let Some(f) = store.fip_by_port.get(pid).and_then(|f| store.fips.get(f)) {
+            list.push(Address {
+                version: 4,
+                addr: &f.address,
+                kind: "floating",
+                mac: &port.mac,
+            });
+        }
     }
-    if mv.at_least(9) {
-        m.insert("locked".into(), json!(false));
+    let gated = |minor: u32| mv.at_least(minor);
+    ServerView {
+        id: &s.id,
+        name: &s.name,
+        status: status.as_str(),
+        tenant_id: &s.project_id,
+        user_id: &s.user_id,
+        metadata: &s.metadata,
+        host_id: if active { host_id } else { "" },
+        image,
+        flavor,
+        created: iso(s.created),
+        updated: iso(s.updated),
+        addresses,
+        access_ipv4: "",
+        access_ipv6: "",
+        links: server_links(sim, &s.id),
+        progress: if active { 100 } else { 0 },
+        config_drive: if s.config_drive { "True" } else { "" },
+        key_name: s.key_name.as_deref(),
+        disk_config: "MANUAL",
+        availability_zone: &s.availability_zone,
+        vm_state: status.vm_state(),
+        task_state,
+        power_state: u8::from(active),
+        launched_at: s.launched_at.map(usage_time),
+        terminated_at: s.terminated_at.map(usage_time),
+        volumes_attached: s
+            .volume_ids
+            .iter()
+            .map(|v| Volume {
+                id: v,
+                delete_on_termination: true,
+            })
+            .collect(),
+        security_groups: s
+            .security_groups
+            .iter()
+            .map(|g| Named { name: g })
+            .collect(),
+        fault: s.fault.as_ref().map(|f| FaultView {
+            code: f.code,
+            created: iso(f.created),
+            message: &f.message,
+            details: "Simulated by cloudsim",
+        }),
+        locked: gated(9).then_some(false),
+        description: gated(19).then_some(None),
+        tags: gated(26).then_some([]),
+        trusted_image_certificates: gated(63).then_some(None),
+        server_groups: gated(71).then_some([]),
+        locked_reason: gated(73).then_some(None),
+        pinned_availability_zone: gated(96).then_some(None),
     }
-    if mv.at_least(19) {
-        m.insert("description".into(), Value::Null);
-    }
-    if mv.at_least(26) {
-        m.insert("tags".into(), json!([]));
-    }
-    if mv.at_least(63) {
-        m.insert("trusted_image_certificates".into(), Value::Null);
-    }
-    if mv.at_least(71) {
-        m.insert("server_groups".into(), json!([]));
-    }
-    if mv.at_least(73) {
-        m.insert("locked_reason".into(), Value::Null);
-    }
-    if mv.at_least(96) {
-        m.insert("pinned_availability_zone".into(), Value::Null);
-    }
-    v
+}
+
+fn server_links(sim: &SharedSim, id: &str) -> [Link; 2] {
+    [
+        Link {
+            rel: "self",
+            href: format!("{}/servers/{id}", sim.compute_url()),
+        },
+        Link {
+            rel: "bookmark",
+            href: format!("{}/compute/servers/{id}", sim.base_url),
+        },
+    ]
+}
+
+/// A JSON response from already serialized bytes.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Nova's hostId: a per-project hash of the host name (sha224 in Nova; any stable hex suffices).
 fn host_id(project: &str) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha224::digest(format!("{project}simhost1").as_bytes()))
+    hex::encode(sha2::Sha224::digest(
+        format!("{project}simhost1").as_bytes(),
+    ))
 }
 
 struct ListOptions {
@@ -354,7 +567,13 @@ async fn list_servers_detail(
     list(&sim, mv, &caller, &q, ListOptions { detail: true })
 }
 
-fn list(sim: &SharedSim, mv: Microversion, caller: &Caller, q: &[(String, String)], opts: ListOptions) -> Response {
+fn list(
+    sim: &SharedSim,
+    mv: Microversion,
+    caller: &Caller,
+    q: &[(String, String)],
+    opts: ListOptions,
+) -> Response {
     let limit = match page_limit(q, MAX_PAGE) {
         Ok(l) => l,
         Err(e) => return bad_request(&e),
@@ -363,21 +582,30 @@ fn list(sim: &SharedSim, mv: Microversion, caller: &Caller, q: &[(String, String
         None => None,
         Some(s) => match parse_time(s) {
             Some(t) => Some(t),
-            None => return bad_request(&format!("Invalid input for query parameters changes-since. Value: {s}.")),
+            None => {
+                return bad_request(&format!(
+                    "Invalid input for query parameters changes-since. Value: {s}."
+                ));
+            }
         },
     };
-    let name_re = match param(q, "name") {
-        None => None,
-        Some(n) => Some(regex::Regex::new(n).unwrap_or_else(|_| {
+    // Nova matches `name` as a regex; an invalid one is taken literally.
+    let name_re = param(q, "name").map(|n| {
+        regex::Regex::new(n).unwrap_or_else(|_| {
             regex::Regex::new(&regex::escape(n)).expect("escaped regex is valid")
-        })),
-    };
+        })
+    });
     let status = param(q, "status").map(str::to_uppercase);
     let marker = param(q, "marker");
     let store = sim.store();
     let rows = match store.servers.page_from(marker, true) {
         Ok(r) => r,
-        Err(_) => return bad_request(&format!("marker [{}] not found", marker.unwrap_or_default())),
+        Err(_) => {
+            return bad_request(&format!(
+                "marker [{}] not found",
+                marker.unwrap_or_default()
+            ));
+        }
     };
     let page: Vec<&Server> = rows
         .filter(|s| s.project_id == caller.project_id)
@@ -389,29 +617,66 @@ fn list(sim: &SharedSim, mv: Microversion, caller: &Caller, q: &[(String, String
         .filter(|s| status.as_deref().is_none_or(|st| s.status.as_str() == st))
         .take(limit)
         .collect();
-    let items: Vec<Value> = page
-        .iter()
-        .map(|s| {
-            if opts.detail {
-                server_json(sim, &store, s, mv)
+    let next = if limit > 0 && page.len() == limit {
+        page.last().map(|last| {
+            let path = if opts.detail {
+                "servers/detail"
             } else {
-                json!({"id": s.id, "name": s.name, "links": links(sim, "servers", &s.id)})
-            }
+                "servers"
+            };
+            let mut qs: Vec<(String, String)> = q
+                .iter()
+                .filter(|(k, _)| k != "marker" && k != "limit")
+                .cloned()
+                .collect();
+            qs.push(("limit".into(), limit.to_string()));
+            qs.push(("marker".into(), last.id.clone()));
+            vec![Link {
+                rel: "next",
+                href: format!("{}/{path}?{}", sim.compute_url(), encode_query(&qs)),
+            }]
         })
-        .collect();
-    let mut body = json!({ "servers": items });
-    if limit > 0 && page.len() == limit
-        && let Some(last) = page.last()
-    {
-        let path = if opts.detail { "servers/detail" } else { "servers" };
-        let mut qs: Vec<(String, String)> =
-            q.iter().filter(|(k, _)| k != "marker" && k != "limit").cloned().collect();
-        qs.push(("limit".into(), limit.to_string()));
-        qs.push(("marker".into(), last.id.clone()));
-        let href = format!("{}/{path}?{}", sim.compute_url(), encode_query(&qs));
-        body["servers_links"] = json!([{"rel": "next", "href": href}]);
+    } else {
+        None
+    };
+    #[derive(Serialize)]
+    struct Brief<'a> {
+        id: &'a str,
+        name: &'a str,
+        links: [Link; 2],
     }
-    Json(body).into_response()
+    #[derive(Serialize)]
+    struct Listing<T> {
+        servers: Vec<T>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        servers_links: Option<Vec<Link>>,
+    }
+    let hid = host_id(&caller.project_id);
+    let body = if opts.detail {
+        serde_json::to_vec(&Listing {
+            servers: page
+                .iter()
+                .map(|s| server_view(sim, &store, s, mv, &hid))
+                .collect(),
+            servers_links: next,
+        })
+    } else {
+        serde_json::to_vec(&Listing {
+            servers: page
+                .iter()
+                .map(|s| Brief {
+                    id: &s.id,
+                    name: &s.name,
+                    links: server_links(sim, &s.id),
+                })
+                .collect(),
+            servers_links: next,
+        })
+    };
+    match body {
+        Ok(b) => json_bytes(StatusCode::OK, b),
+        Err(e) => fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 /// Form-encodes query pairs.
@@ -430,7 +695,8 @@ async fn show_server(
     let store = sim.store();
     match store.servers.get(&id) {
         Some(s) if s.is_live() && s.project_id == caller.project_id => {
-            Json(json!({"server": server_json(&sim, &store, s, mv)})).into_response()
+            let hid = host_id(&s.project_id);
+            Json(json!({"server": server_view(&sim, &store, s, mv, &hid)})).into_response()
         }
         _ => server_not_found(&id),
     }
@@ -442,7 +708,10 @@ async fn delete_server(
     Path(id): Path<String>,
 ) -> Response {
     let mut store = sim.store();
-    let mine = store.servers.get(&id).is_some_and(|s| s.project_id == caller.project_id);
+    let mine = store
+        .servers
+        .get(&id)
+        .is_some_and(|s| s.project_id == caller.project_id);
     if mine && store.delete_server(&id, Utc::now()) {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -460,7 +729,11 @@ async fn server_action(
         return bad_request("Malformed request body");
     };
     let store = sim.store();
-    let Some(s) = store.servers.get(&id).filter(|s| s.is_live() && s.project_id == caller.project_id) else {
+    let Some(s) = store
+        .servers
+        .get(&id)
+        .filter(|s| s.is_live() && s.project_id == caller.project_id)
+    else {
         return server_not_found(&id);
     };
     let Some((action, args)) = body.as_object().and_then(|o| o.iter().next()) else {
@@ -517,7 +790,9 @@ fn with_server<T>(
 
 fn metadata_from(body: &Value, key: &str) -> Result<IndexMap<String, String>, Response> {
     let Some(obj) = body.get(key).and_then(Value::as_object) else {
-        return Err(bad_request(&format!("Invalid input for field/attribute {key}.")));
+        return Err(bad_request(&format!(
+            "Invalid input for field/attribute {key}."
+        )));
     };
     obj.iter()
         .map(|(k, v)| match v {
@@ -619,7 +894,9 @@ async fn delete_meta_item(
     Extension(caller): Extension<Caller>,
     Path((id, key)): Path<(String, String)>,
 ) -> Response {
-    match with_server(&sim, &caller, &id, |s| s.metadata.shift_remove(&key).is_some()) {
+    match with_server(&sim, &caller, &id, |s| {
+        s.metadata.shift_remove(&key).is_some()
+    }) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => fault(StatusCode::NOT_FOUND, "Metadata item was not found"),
         Err(r) => r,
@@ -632,7 +909,10 @@ fn ref_id(v: &str) -> &str {
 }
 
 fn quota_of(sim: &SharedSim, project: &str) -> QuotaConfig {
-    sim.identity().project(project).map(|p| p.quota).unwrap_or(sim.config.quota)
+    sim.identity()
+        .project(project)
+        .map(|p| p.quota)
+        .unwrap_or(sim.config.quota)
 }
 
 /// Nova's TooManyInstances message for a refused multi-create of `min..=max` servers.
@@ -662,31 +942,36 @@ fn quota_message(
     if headroom >= min {
         return Ok(headroom);
     }
-    let overs: Vec<_> = per
-        .iter()
-        .filter(|(_, used, limit, each)| *limit >= 0 && used + max * each > *limit)
-        .collect();
-    let requested = |name: &str, each: i64| {
-        if name == "instances" && min != max {
+    // Nova lists every exceeded resource, comma separated, in each part of the message.
+    let (mut names, mut reqs, mut useds, mut limits) = (vec![], vec![], vec![], vec![]);
+    for (name, used, limit, each) in per {
+        if limit < 0 || used + max * each <= limit {
+            continue;
+        }
+        names.push(name.to_string());
+        reqs.push(if name == "instances" && min != max {
             format!("{min}-{max}")
         } else {
             (max * each).to_string()
-        }
-    };
-    let join = |f: &dyn Fn(&&(&str, i64, i64, i64)) -> String| overs.iter().map(f).collect::<Vec<_>>().join(",");
-    let names = join(&|o| o.0.to_string());
+        });
+        useds.push(used.to_string());
+        limits.push(limit.to_string());
+    }
+    let names = names.join(",");
     Err(format!(
         "Quota exceeded for {names}: Requested {}, but already used {} of {} {names}",
-        join(&|o| requested(o.0, o.3)),
-        join(&|o| o.1.to_string()),
-        join(&|o| o.2.to_string()),
+        reqs.join(","),
+        useds.join(","),
+        limits.join(","),
     ))
 }
 
 fn truthy(v: Option<&Value>) -> bool {
     match v {
         Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"),
+        Some(Value::String(s)) => {
+            matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+        }
         _ => false,
     }
 }
@@ -694,8 +979,15 @@ fn truthy(v: Option<&Value>) -> bool {
 fn count_of(v: Option<&Value>, default: i64) -> Result<i64, Response> {
     match v {
         None | Some(Value::Null) => Ok(default),
-        Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= 1).ok_or_else(|| bad_request("count must be >= 1")),
-        Some(Value::String(s)) => s.parse().ok().filter(|n| *n >= 1).ok_or_else(|| bad_request("count must be >= 1")),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad_request("count must be >= 1")),
+        Some(Value::String(s)) => s
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad_request("count must be >= 1")),
         Some(_) => Err(bad_request("count must be an integer")),
     }
 }
@@ -710,7 +1002,9 @@ async fn create_server(
         return bad_request("Malformed request body");
     };
     let Some(req) = body.get("server").and_then(Value::as_object) else {
-        return bad_request("Invalid input for field/attribute server. 'server' is a required property");
+        return bad_request(
+            "Invalid input for field/attribute server. 'server' is a required property",
+        );
     };
     match build_and_create(&sim, mv, &caller, req) {
         Ok(r) | Err(r) => r,
@@ -727,12 +1021,22 @@ fn build_and_create(
         .get("name")
         .and_then(Value::as_str)
         .filter(|n| !n.trim().is_empty() && n.len() <= 255)
-        .ok_or_else(|| bad_request("Invalid input for field/attribute name. 'name' is a required property"))?
+        .ok_or_else(|| {
+            bad_request("Invalid input for field/attribute name. 'name' is a required property")
+        })?
         .to_string();
     let flavor_ref = req
         .get("flavorRef")
-        .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_i64().map(|n| n.to_string())))
-        .ok_or_else(|| bad_request("Invalid input for field/attribute flavorRef. 'flavorRef' is a required property"))?;
+        .and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_i64().map(|n| n.to_string()))
+        })
+        .ok_or_else(|| {
+            bad_request(
+                "Invalid input for field/attribute flavorRef. 'flavorRef' is a required property",
+            )
+        })?;
     let metadata = match req.get("metadata") {
         None => IndexMap::new(),
         Some(_) => metadata_from(&Value::Object(req.clone()), "metadata")?,
@@ -749,21 +1053,33 @@ fn build_and_create(
             .map(|g| g.get("name").and_then(Value::as_str).map(str::to_string))
             .collect::<Option<_>>()
             .ok_or_else(|| bad_request("Invalid input for field/attribute security_groups."))?,
-        Some(_) => return Err(bad_request("Invalid input for field/attribute security_groups.")),
+        Some(_) => {
+            return Err(bad_request(
+                "Invalid input for field/attribute security_groups.",
+            ));
+        }
     };
     let az = match req.get("availability_zone").and_then(Value::as_str) {
         None => sim.config.availability_zones[0].clone(),
         Some(a) => {
             let zone = a.split(':').next().unwrap_or(a);
             if !sim.config.availability_zones.iter().any(|z| z == zone) {
-                return Err(bad_request(&format!("The requested availability zone is not available")));
+                return Err(bad_request(
+                    "The requested availability zone is not available",
+                ));
             }
             zone.to_string()
         }
     };
-    let user_data = req.get("user_data").and_then(Value::as_str).map(str::to_string);
+    let user_data = req
+        .get("user_data")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let config_drive = truthy(req.get("config_drive"));
-    let key_name = req.get("key_name").and_then(Value::as_str).map(str::to_string);
+    let key_name = req
+        .get("key_name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
 
     let mut store = sim.store();
     let flavor = store
@@ -779,14 +1095,22 @@ fn build_and_create(
     }
 
     // Image, or boot from volume.
-    let image_ref = req.get("imageRef").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let image_ref = req
+        .get("imageRef")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
     let mut volume_ids = Vec::new();
     let mut bdm_boot = false;
     if let Some(bdms) = req.get("block_device_mapping_v2").and_then(Value::as_array) {
         for bdm in bdms {
             let source = bdm.get("source_type").and_then(Value::as_str).unwrap_or("");
-            let dest = bdm.get("destination_type").and_then(Value::as_str).unwrap_or("volume");
-            let boot_index = bdm.get("boot_index").and_then(|b| b.as_i64().or_else(|| b.as_str()?.parse().ok()));
+            let dest = bdm
+                .get("destination_type")
+                .and_then(Value::as_str)
+                .unwrap_or("volume");
+            let boot_index = bdm
+                .get("boot_index")
+                .and_then(|b| b.as_i64().or_else(|| b.as_str()?.parse().ok()));
             if boot_index == Some(0) && dest == "volume" {
                 bdm_boot = true;
             }
@@ -822,7 +1146,11 @@ fn build_and_create(
     let mut port_ids = Vec::new();
     let auto = |store: &Store, network_ids: &mut Vec<String>| -> Result<(), Response> {
         // "auto": the one usable shared network, as auto-allocated-topology would give.
-        let usable: Vec<_> = store.networks.iter().filter(|n| n.shared && !n.external).collect();
+        let usable: Vec<_> = store
+            .networks
+            .iter()
+            .filter(|n| n.shared && !n.external)
+            .collect();
         match usable.as_slice() {
             [] => Ok(()),
             [one] => {
@@ -837,7 +1165,9 @@ fn build_and_create(
     };
     match req.get("networks") {
         None if mv.at_least(37) => {
-            return Err(bad_request("Invalid input for field/attribute server. 'networks' is a required property"));
+            return Err(bad_request(
+                "Invalid input for field/attribute server. 'networks' is a required property",
+            ));
         }
         None => auto(&store, &mut network_ids)?,
         Some(Value::String(s)) if s == "auto" => auto(&store, &mut network_ids)?,
@@ -847,8 +1177,17 @@ fn build_and_create(
                 if let Some(port) = n.get("port").and_then(Value::as_str) {
                     match store.ports.get(port) {
                         Some(p) if p.device_id.is_empty() => port_ids.push(port.to_string()),
-                        Some(_) => return Err(fault(StatusCode::CONFLICT, &format!("Port {port} is still in use."))),
-                        None => return Err(bad_request(&format!("Port id {port} could not be found."))),
+                        Some(_) => {
+                            return Err(fault(
+                                StatusCode::CONFLICT,
+                                &format!("Port {port} is still in use."),
+                            ));
+                        }
+                        None => {
+                            return Err(bad_request(&format!(
+                                "Port id {port} could not be found."
+                            )));
+                        }
                     }
                 } else if let Some(net) = n.get("uuid").and_then(Value::as_str) {
                     if store.network(net).is_none() {
@@ -861,11 +1200,15 @@ fn build_and_create(
             }
         }
         Some(other) => {
-            return Err(bad_request(&format!("Invalid input for field/attribute networks. Value: {other}.")));
+            return Err(bad_request(&format!(
+                "Invalid input for field/attribute networks. Value: {other}."
+            )));
         }
     }
     if (min > 1 || max > 1) && !port_ids.is_empty() {
-        return Err(bad_request("Unable to launch multiple instances with a single configured port ID."));
+        return Err(bad_request(
+            "Unable to launch multiple instances with a single configured port ID.",
+        ));
     }
 
     // Quota (possibly overridden by an injected fault), then boot faults.
@@ -880,14 +1223,18 @@ fn build_and_create(
         };
         return Err(fault(
             StatusCode::FORBIDDEN,
-            &format!("Quota exceeded for {resource}: Requested 1, but already used {used} of {used} {resource}"),
+            &format!(
+                "Quota exceeded for {resource}: Requested 1, but already used {used} of {used} {resource}"
+            ),
         ));
     }
     let quota = quota_of(sim, &caller.project_id);
     let count = quota_message(&store, quota, &caller.project_id, &flavor, min, max)
         .map_err(|m| fault(StatusCode::FORBIDDEN, &m))?;
     let boot_error = match injected {
-        Some(FaultAction::BootError { message }) => Some(message.unwrap_or_else(|| NO_VALID_HOST.to_string())),
+        Some(FaultAction::BootError { message }) => {
+            Some(message.unwrap_or_else(|| NO_VALID_HOST.to_string()))
+        }
         _ if flavor.vcpus > sim.config.host_vcpus || flavor.ram > sim.config.host_ram_mb => {
             Some(NO_VALID_HOST.to_string())
         }
@@ -897,7 +1244,11 @@ fn build_and_create(
     let mut first: Option<String> = None;
     for i in 1..=count {
         let new = NewServer {
-            name: if count > 1 { format!("{name}-{i}") } else { name.clone() },
+            name: if count > 1 {
+                format!("{name}-{i}")
+            } else {
+                name.clone()
+            },
             project_id: caller.project_id.clone(),
             user_id: caller.user_id.clone(),
             flavor: flavor.clone(),
@@ -930,9 +1281,17 @@ fn build_and_create(
     }
     let id = first.unwrap_or_default();
     if truthy(req.get("return_reservation_id")) {
-        return Ok((StatusCode::ACCEPTED, Json(json!({"reservation_id": format!("r-{}", &id[..8])}))).into_response());
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"reservation_id": format!("r-{}", &id[..8])})),
+        )
+            .into_response());
     }
-    let admin_pass = store.servers.get(&id).map(|s| s.admin_pass.clone()).unwrap_or_default();
+    let admin_pass = store
+        .servers
+        .get(&id)
+        .map(|s| s.admin_pass.clone())
+        .unwrap_or_default();
     let body = json!({"server": {
         "id": id, "links": links(sim, "servers", &id), "OS-DCF:diskConfig": "MANUAL",
         "security_groups": security_groups.iter().map(|g| json!({"name": g})).collect::<Vec<_>>(),
@@ -964,7 +1323,9 @@ fn flavor_page(
         },
     };
     let min_ram: u64 = param(q, "minRam").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let min_disk: u64 = param(q, "minDisk").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let min_disk: u64 = param(q, "minDisk")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let page: Vec<&Flavor> = store.flavors[start..]
         .iter()
         .filter(|f| f.ram >= min_ram && f.disk >= min_disk)
@@ -981,7 +1342,11 @@ fn flavor_page(
     Json(body).into_response()
 }
 
-async fn list_flavors(State(sim): State<SharedSim>, Extension(mv): Extension<Microversion>, Query(q): Params) -> Response {
+async fn list_flavors(
+    State(sim): State<SharedSim>,
+    Extension(mv): Extension<Microversion>,
+    Query(q): Params,
+) -> Response {
     flavor_page(&sim, mv, &q, false)
 }
 
@@ -1001,7 +1366,10 @@ async fn show_flavor(
     let store = sim.store();
     match store.flavors.iter().find(|f| f.id == id) {
         Some(f) => Json(json!({"flavor": flavor_json(&sim, f, mv, true)})).into_response(),
-        None => fault(StatusCode::NOT_FOUND, &format!("Flavor {id} could not be found.")),
+        None => fault(
+            StatusCode::NOT_FOUND,
+            &format!("Flavor {id} could not be found."),
+        ),
     }
 }
 
@@ -1009,7 +1377,10 @@ async fn flavor_extra_specs(State(sim): State<SharedSim>, Path(id): Path<String>
     if sim.store().flavors.iter().any(|f| f.id == id) {
         Json(json!({"extra_specs": {}})).into_response()
     } else {
-        fault(StatusCode::NOT_FOUND, &format!("Flavor {id} could not be found."))
+        fault(
+            StatusCode::NOT_FOUND,
+            &format!("Flavor {id} could not be found."),
+        )
     }
 }
 
@@ -1033,7 +1404,11 @@ async fn limits(
         m.insert("maxPersonalitySize".into(), json!(10240));
     }
     if !mv.at_least(36) {
-        for k in ["maxTotalFloatingIps", "maxSecurityGroups", "maxSecurityGroupRules"] {
+        for k in [
+            "maxTotalFloatingIps",
+            "maxSecurityGroups",
+            "maxSecurityGroupRules",
+        ] {
             m.insert(k.into(), json!(-1));
         }
         for k in ["totalFloatingIpsUsed", "totalSecurityGroupsUsed"] {
@@ -1059,7 +1434,11 @@ fn keypair_json(k: &crate::state::Keypair) -> Value {
 
 async fn list_keypairs(State(sim): State<SharedSim>) -> Json<Value> {
     let store = sim.store();
-    let list: Vec<Value> = store.keypairs.values().map(|k| json!({"keypair": keypair_json(k)})).collect();
+    let list: Vec<Value> = store
+        .keypairs
+        .values()
+        .map(|k| json!({"keypair": keypair_json(k)}))
+        .collect();
     Json(json!({ "keypairs": list }))
 }
 
@@ -1074,7 +1453,10 @@ async fn show_keypair(State(sim): State<SharedSim>, Path(name): Path<String>) ->
             v["id"] = json!(1);
             Json(json!({"keypair": v})).into_response()
         }
-        None => fault(StatusCode::NOT_FOUND, &format!("Keypair {name} not found for user")),
+        None => fault(
+            StatusCode::NOT_FOUND,
+            &format!("Keypair {name} not found for user"),
+        ),
     }
 }
 
@@ -1084,19 +1466,38 @@ async fn create_keypair(
     Extension(caller): Extension<Caller>,
     Json(body): Json<Value>,
 ) -> Response {
-    let Some(name) = body.pointer("/keypair/name").and_then(Value::as_str).map(str::to_string) else {
-        return bad_request("Invalid input for field/attribute keypair. 'name' is a required property");
+    let Some(name) = body
+        .pointer("/keypair/name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return bad_request(
+            "Invalid input for field/attribute keypair. 'name' is a required property",
+        );
     };
-    let given = body.pointer("/keypair/public_key").and_then(Value::as_str).map(str::to_string);
+    let given = body
+        .pointer("/keypair/public_key")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if given.is_none() && mv.at_least(92) {
-        return bad_request("Invalid input for field/attribute keypair. 'public_key' is a required property");
+        return bad_request(
+            "Invalid input for field/attribute keypair. 'public_key' is a required property",
+        );
     }
     let mut store = sim.store();
     if store.keypairs.contains_key(&name) {
-        return fault(StatusCode::CONFLICT, &format!("Key pair '{name}' already exists."));
+        return fault(
+            StatusCode::CONFLICT,
+            &format!("Key pair '{name}' already exists."),
+        );
     }
     let generated = given.is_none();
-    let public_key = given.unwrap_or_else(|| format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5{} Generated-by-cloudsim", hex::encode(uuid::Uuid::new_v4().as_bytes())));
+    let public_key = given.unwrap_or_else(|| {
+        format!(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5{} Generated-by-cloudsim",
+            hex::encode(uuid::Uuid::new_v4().as_bytes())
+        )
+    });
     let k = crate::state::Keypair {
         name: name.clone(),
         fingerprint: crate::state::fingerprint(&public_key),
@@ -1107,10 +1508,16 @@ async fn create_keypair(
     let mut v = keypair_json(&k);
     v["user_id"] = json!(k.user_id);
     if generated {
-        v["private_key"] = json!("-----BEGIN OPENSSH PRIVATE KEY-----\nc2ltdWxhdGVkIGtleQ==\n-----END OPENSSH PRIVATE KEY-----\n");
+        v["private_key"] = json!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nc2ltdWxhdGVkIGtleQ==\n-----END OPENSSH PRIVATE KEY-----\n"
+        );
     }
     store.keypairs.insert(name, k);
-    let status = if mv.at_least(2) { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if mv.at_least(2) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     (status, Json(json!({ "keypair": v }))).into_response()
 }
 
@@ -1120,23 +1527,50 @@ async fn delete_keypair(
     Path(name): Path<String>,
 ) -> Response {
     if sim.store().keypairs.shift_remove(&name).is_none() {
-        return fault(StatusCode::NOT_FOUND, &format!("Keypair {name} not found for user"));
+        return fault(
+            StatusCode::NOT_FOUND,
+            &format!("Keypair {name} not found for user"),
+        );
     }
-    if mv.at_least(2) { StatusCode::NO_CONTENT } else { StatusCode::ACCEPTED }.into_response()
+    if mv.at_least(2) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::ACCEPTED
+    }
+    .into_response()
 }
 
-fn quota_items(sim: &SharedSim, caller: &Caller, project: &str, detail: bool) -> Result<Value, Response> {
+fn quota_items(
+    sim: &SharedSim,
+    caller: &Caller,
+    project: &str,
+    detail: bool,
+) -> Result<Value, Response> {
     if project != caller.project_id {
-        return Err(fault(StatusCode::FORBIDDEN, "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed."));
+        return Err(fault(
+            StatusCode::FORBIDDEN,
+            "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.",
+        ));
     }
     let q = quota_of(sim, project);
     let u = sim.store().usage(project);
-    let item = |limit: i64, used: i64| if detail { json!({"limit": limit, "in_use": used, "reserved": 0}) } else { json!(limit) };
+    let item = |limit: i64, used: i64| {
+        if detail {
+            json!({"limit": limit, "in_use": used, "reserved": 0})
+        } else {
+            json!(limit)
+        }
+    };
     let mut out: HashMap<&str, Value> = HashMap::new();
     out.insert("instances", item(q.instances, u.instances));
     out.insert("cores", item(q.cores, u.cores));
     out.insert("ram", item(q.ram, u.ram));
-    for (k, v) in [("key_pairs", 100), ("metadata_items", 128), ("server_groups", 10), ("server_group_members", 10)] {
+    for (k, v) in [
+        ("key_pairs", 100),
+        ("metadata_items", 128),
+        ("server_groups", 10),
+        ("server_group_members", 10),
+    ] {
         out.insert(k, item(v, 0));
     }
     let mut v = json!(out);

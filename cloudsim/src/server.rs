@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use crate::config::{ConfigError, SimConfig};
 use crate::counters::CounterSnapshot;
 use crate::faults::{FaultAction, FaultError, FaultRule, Phase};
-use crate::{Sim, SharedSim, admin, glance, keystone, neutron, nova};
+use crate::{SharedSim, Sim, admin, glance, keystone, neutron, nova};
 
 /// Errors starting a simulator.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,9 @@ impl Simulator {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| SimError::Bind { addr, source })?;
-        let local = listener.local_addr().map_err(|source| SimError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| SimError::Bind { addr, source })?;
         let sim = Arc::new(Sim::new(config, local)?);
         let app = router(sim.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -104,7 +106,10 @@ impl SimHandle {
     pub fn seed_port(&self, seed: admin::SeedPort) -> Result<String, admin::SeedError> {
         admin::seed_port(&self.sim, seed)
     }
-    pub fn seed_floating_ip(&self, seed: admin::SeedFloatingIp) -> Result<String, admin::SeedError> {
+    pub fn seed_floating_ip(
+        &self,
+        seed: admin::SeedFloatingIp,
+    ) -> Result<String, admin::SeedError> {
         admin::seed_floating_ip(&self.sim, seed)
     }
     /// A clouds.yaml declaring this simulator as cloud `name` with the first configured user.
@@ -194,7 +199,11 @@ fn router(sim: SharedSim) -> Router {
 }
 
 async fn not_found(uri: Uri) -> Response {
-    error_for_path(uri.path(), StatusCode::NOT_FOUND, "The resource could not be found.")
+    error_for_path(
+        uri.path(),
+        StatusCode::NOT_FOUND,
+        "The resource could not be found.",
+    )
 }
 
 /// The error body the service owning `path` would send.
@@ -247,15 +256,20 @@ async fn observe(State(sim): State<SharedSim>, req: Request, next: Next) -> Resp
             tokio::time::sleep(Duration::from_millis(max_ms.unwrap_or(600_000))).await;
             return drop_connection(ctl).await;
         }
-        Some(FaultAction::BootError { .. } | FaultAction::QuotaExceeded { .. }) => next.run(req).await,
+        Some(FaultAction::BootError { .. } | FaultAction::QuotaExceeded { .. }) => {
+            next.run(req).await
+        }
     };
     if !admin {
-        sim.counters.record(&method, &route, response.status().as_u16());
+        sim.counters
+            .record(&method, &route, response.status().as_u16());
     }
     let rid = HeaderValue::from_str(&format!("req-{}", uuid::Uuid::new_v4())).ok();
     if let Some(rid) = rid {
         if path.starts_with("/compute") {
-            response.headers_mut().insert("x-compute-request-id", rid.clone());
+            response
+                .headers_mut()
+                .insert("x-compute-request-id", rid.clone());
         }
         response.headers_mut().insert("x-openstack-request-id", rid);
     }
@@ -264,7 +278,9 @@ async fn observe(State(sim): State<SharedSim>, req: Request, next: Next) -> Resp
 
 fn default_fault_message(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        500 => "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ and attach the Nova API log if possible.",
+        500 => {
+            "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ and attach the Nova API log if possible."
+        }
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",

@@ -86,7 +86,10 @@ impl<T: Row> Table<T> {
         let bound = match marker {
             None => None,
             Some(m) => {
-                let row = self.rows.get(m).ok_or_else(|| MarkerNotFound(m.to_string()))?;
+                let row = self
+                    .rows
+                    .get(m)
+                    .ok_or_else(|| MarkerNotFound(m.to_string()))?;
                 Some((row.created(), m.to_string()))
             }
         };
@@ -264,7 +267,10 @@ impl Identity {
             .projects
             .iter()
             .map(|p| Project {
-                id: p.id.clone().unwrap_or_else(|| stable_hex("project", &p.name)),
+                id: p
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| stable_hex("project", &p.name)),
                 name: p.name.clone(),
                 domain_id: domain_id(&p.domain),
                 quota: p.quota.unwrap_or(c.quota),
@@ -292,7 +298,10 @@ impl Identity {
             .application_credentials
             .iter()
             .map(|a| AppCredential {
-                id: a.id.clone().unwrap_or_else(|| stable_hex("appcred", &a.name)),
+                id: a
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| stable_hex("appcred", &a.name)),
                 name: a.name.clone(),
                 secret: a.secret.clone(),
                 user_id: users
@@ -511,7 +520,11 @@ impl Row for FloatingIp {
 
 impl FloatingIp {
     pub fn status(&self) -> &'static str {
-        if self.port_id.is_some() { "ACTIVE" } else { "DOWN" }
+        if self.port_id.is_some() {
+            "ACTIVE"
+        } else {
+            "DOWN"
+        }
     }
 }
 
@@ -601,7 +614,10 @@ impl Store {
             .flavors
             .iter()
             .map(|f| Flavor {
-                id: f.id.clone().unwrap_or_else(|| stable_uuid("flavor", &f.name)),
+                id: f
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| stable_uuid("flavor", &f.name)),
                 name: f.name.clone(),
                 vcpus: f.vcpus,
                 ram: f.ram,
@@ -616,7 +632,10 @@ impl Store {
                 prefix: 24,
             });
             s.networks.push(Network {
-                id: n.id.clone().unwrap_or_else(|| stable_uuid("network", &n.name)),
+                id: n
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| stable_uuid("network", &n.name)),
                 name: n.name.clone(),
                 shared: n.shared,
                 external: n.external,
@@ -628,7 +647,9 @@ impl Store {
             });
         }
         for i in &c.images {
-            let id = i.id.clone().unwrap_or_else(|| stable_uuid("image", &i.name));
+            let id =
+                i.id.clone()
+                    .unwrap_or_else(|| stable_uuid("image", &i.name));
             s.images.insert(Image {
                 name: Some(i.name.clone()),
                 status: "active".into(),
@@ -843,14 +864,14 @@ impl Store {
         f.fixed_ip = fixed;
         f.updated = Utc::now();
         f.revision += 1;
-        if let Some(p) = port_id {
-            if let Some(prev) = self.fip_by_port.insert(p.to_string(), fip_id.to_string())
-                && prev != fip_id
-                && let Some(pf) = self.fips.get_mut(&prev)
-            {
-                pf.port_id = None;
-                pf.fixed_ip = None;
-            }
+        // A port has at most one floating IP: attaching another detaches the previous one.
+        if let Some(p) = port_id
+            && let Some(prev) = self.fip_by_port.insert(p.to_string(), fip_id.to_string())
+            && prev != fip_id
+            && let Some(pf) = self.fips.get_mut(&prev)
+        {
+            pf.port_id = None;
+            pf.fixed_ip = None;
         }
         Ok(())
     }
@@ -926,7 +947,10 @@ impl Store {
             let mut server = server;
             server.fault = Some(ServerFault {
                 code: 500,
-                message: server.boot_error.take().unwrap_or_else(|| "Simulated failure".into()),
+                message: server
+                    .boot_error
+                    .take()
+                    .unwrap_or_else(|| "Simulated failure".into()),
                 created,
             });
             self.servers.insert(server);
@@ -992,7 +1016,7 @@ pub fn random_password() -> String {
 
 /// Formats a time as Nova/Neutron do: `2026-11-23T23:22:53Z`.
 pub fn iso(t: Time) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Parses the ISO 8601 forms clients send in `changes-since` and seeding requests.
@@ -1020,7 +1044,11 @@ mod tests {
             user_id: "u".into(),
             flavor: s.flavors[0].clone(),
             image_id: None,
-            network_ids: if net { vec![s.networks[0].id.clone()] } else { vec![] },
+            network_ids: if net {
+                vec![s.networks[0].id.clone()]
+            } else {
+                vec![]
+            },
             port_ids: vec![],
             metadata: IndexMap::new(),
             key_name: None,
@@ -1041,7 +1069,11 @@ mod tests {
         assert_eq!(c.to_string(), "10.1.2.76/30");
         let mut a = Allocator::new(c);
         assert_eq!(a.allocate().as_deref(), Some("10.1.2.78"));
-        assert_eq!(a.allocate(), None, "a /30 has one usable host past the gateway");
+        assert_eq!(
+            a.allocate(),
+            None,
+            "a /30 has one usable host past the gateway"
+        );
         a.release("10.1.2.78");
         assert_eq!(a.allocate().as_deref(), Some("10.1.2.78"));
         assert!(Cidr::parse("10.0.0.0/33").is_none());
@@ -1060,7 +1092,12 @@ mod tests {
             let n = new_server(&s, &format!("s{i}"), false);
             ids.push(s.create_server(n).unwrap());
         }
-        let asc: Vec<_> = s.servers.page_from(None, false).unwrap().map(|x| x.id.clone()).collect();
+        let asc: Vec<_> = s
+            .servers
+            .page_from(None, false)
+            .unwrap()
+            .map(|x| x.id.clone())
+            .collect();
         assert_eq!(asc, ids);
         let after: Vec<_> = s
             .servers
@@ -1109,14 +1146,21 @@ mod tests {
         assert_eq!(s.fips.get("f1").unwrap().status(), "ACTIVE");
 
         assert!(s.delete_server(&id, later));
-        assert_eq!(s.servers.get(&id).unwrap().status, ServerStatus::Active, "still deleting");
+        assert_eq!(
+            s.servers.get(&id).unwrap().status,
+            ServerStatus::Active,
+            "still deleting"
+        );
         s.advance(later + Duration::seconds(5));
         assert_eq!(s.servers.get(&id).unwrap().status, ServerStatus::Deleted);
         assert!(s.ports.get(&port).is_none());
         let f = s.fips.get("f1").unwrap();
         assert_eq!((f.status(), f.port_id.as_deref()), ("DOWN", None));
         assert_eq!(s.usage("p").instances, 0);
-        assert!(!s.delete_server(&id, later), "a deleted server cannot be deleted again");
+        assert!(
+            !s.delete_server(&id, later),
+            "a deleted server cannot be deleted again"
+        );
     }
 
     #[test]
@@ -1128,7 +1172,10 @@ mod tests {
         s.advance(Utc::now() + Duration::seconds(5));
         let srv = s.servers.get(&id).unwrap();
         assert_eq!(srv.status, ServerStatus::Error);
-        assert_eq!(srv.fault.as_ref().unwrap().message, "No valid host was found.");
+        assert_eq!(
+            srv.fault.as_ref().unwrap().message,
+            "No valid host was found."
+        );
     }
 
     #[test]

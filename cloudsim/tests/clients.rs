@@ -34,7 +34,10 @@ fn venv_bin() -> Option<PathBuf> {
 fn kit_dir() -> PathBuf {
     // cloudsim/ -> workspace root -> its parent holds shared/ (the CI clone layout) or /work/shared.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let candidates = [root.join("shared/openstack-kit"), PathBuf::from("/work/shared/openstack-kit")];
+    let candidates = [
+        root.join("shared/openstack-kit"),
+        PathBuf::from("/work/shared/openstack-kit"),
+    ];
     candidates
         .into_iter()
         .find(|p| p.join("conformance.py").exists())
@@ -92,7 +95,8 @@ impl Osc<'_> {
         let mut all = args.to_vec();
         all.extend(["-f", "json"]);
         let text = self.ok(&all);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("openstack {args:?}: bad JSON {e}: {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("openstack {args:?}: bad JSON {e}: {text}"))
     }
 }
 
@@ -113,12 +117,23 @@ async fn python_openstackclient_commands() {
     assert_eq!(token["project_id"].as_str().map(str::len), Some(32));
 
     let catalog = osc.json(&["catalog", "list"]);
-    let mut types: Vec<&str> = catalog.as_array().unwrap().iter().filter_map(|s| s["Type"].as_str()).collect();
+    let mut types: Vec<&str> = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["Type"].as_str())
+        .collect();
     types.sort();
     assert_eq!(types, ["compute", "identity", "image", "network"]);
 
     let flavors = osc.json(&["flavor", "list"]);
-    assert!(flavors.as_array().unwrap().iter().any(|f| f["Name"] == "m1.small" && f["RAM"] == 2048));
+    assert!(
+        flavors
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["Name"] == "m1.small" && f["RAM"] == 2048)
+    );
 
     let limits = osc.json(&["limits", "show", "--absolute"]);
     let get = |name: &str| {
@@ -137,22 +152,52 @@ async fn python_openstackclient_commands() {
     write_qcow2(&image_file);
     let img_path = image_file.to_str().unwrap();
     let image = osc.json(&[
-        "image", "create", "--file", img_path, "--disk-format", "qcow2", "--container-format", "bare",
-        "--property", "nodepool_build_id=0042", "osc-img",
+        "image",
+        "create",
+        "--file",
+        img_path,
+        "--disk-format",
+        "qcow2",
+        "--container-format",
+        "bare",
+        "--property",
+        "nodepool_build_id=0042",
+        "osc-img",
     ]);
     assert_eq!(image["status"], "active");
     assert_eq!(image["size"], 65_536);
     let images = osc.json(&["image", "list"]);
-    assert!(images.as_array().unwrap().iter().any(|i| i["Name"] == "osc-img"));
+    assert!(
+        images
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["Name"] == "osc-img")
+    );
 
     let server = osc.json(&[
-        "server", "create", "--image", "cirros", "--flavor", "m1.tiny", "--network", "private",
-        "--property", "nodepool_node_id=0001", "--wait", "osc-srv",
+        "server",
+        "create",
+        "--image",
+        "cirros",
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+        "--property",
+        "nodepool_node_id=0001",
+        "--wait",
+        "osc-srv",
     ]);
     assert_eq!(server["status"], "ACTIVE");
     let id = server["id"].as_str().unwrap().to_string();
     let servers = osc.json(&["server", "list"]);
-    let row = servers.as_array().unwrap().iter().find(|s| s["ID"] == id.as_str()).expect("listed");
+    let row = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["ID"] == id.as_str())
+        .expect("listed");
     assert_eq!(row["Status"], "ACTIVE");
     assert!(row["Networks"].to_string().contains("10.0."), "{row}");
 
@@ -160,21 +205,41 @@ async fn python_openstackclient_commands() {
     let fip_id = fip["id"].as_str().unwrap().to_string();
     assert_eq!(fip["status"], "DOWN");
     let fips = osc.json(&["floating", "ip", "list"]);
-    assert!(fips.as_array().unwrap().iter().any(|f| f["ID"] == fip_id.as_str()));
+    assert!(
+        fips.as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["ID"] == fip_id.as_str())
+    );
     osc.ok(&["floating", "ip", "delete", &fip_id]);
     assert_eq!(osc.json(&["floating", "ip", "list"]), Value::Array(vec![]));
 
     osc.ok(&["server", "delete", "--wait", &id]);
-    assert!(!osc.ok(&["server", "list", "-f", "value", "-c", "ID"]).contains(&id));
+    assert!(
+        !osc.ok(&["server", "list", "-f", "value", "-c", "ID"])
+            .contains(&id)
+    );
     osc.ok(&["image", "delete", "osc-img"]);
-    assert!(!osc.ok(&["image", "list", "-f", "value", "-c", "Name"]).contains("osc-img"));
+    assert!(
+        !osc.ok(&["image", "list", "-f", "value", "-c", "Name"])
+            .contains("osc-img")
+    );
 
     // The calls really went over the wire, once per command or more.
     let counters = sim.counters();
     assert!(counters.count("POST", "/identity/v3/auth/tokens") >= 10);
-    assert_eq!(counters.count_status("POST", "/compute/v2.1/servers", 202), 1);
-    assert_eq!(counters.count_status("DELETE", "/compute/v2.1/servers/{id}", 204), 1);
-    assert_eq!(counters.count_status("PUT", "/image/v2/images/{id}/file", 204), 1);
+    assert_eq!(
+        counters.count_status("POST", "/compute/v2.1/servers", 202),
+        1
+    );
+    assert_eq!(
+        counters.count_status("DELETE", "/compute/v2.1/servers/{id}", 204),
+        1
+    );
+    assert_eq!(
+        counters.count_status("PUT", "/image/v2/images/{id}/file", 204),
+        1
+    );
     sim.shutdown().await;
 }
 
@@ -196,9 +261,16 @@ async fn openstackclient_bad_password_is_an_auth_error() {
     let out = osc.run(&["flavor", "list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("The request you have made requires authentication"), "{stderr}");
+    assert!(
+        stderr.contains("The request you have made requires authentication"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("wrong-secret"));
-    assert_eq!(sim.counters().count_status("POST", "/identity/v3/auth/tokens", 401), 1);
+    assert_eq!(
+        sim.counters()
+            .count_status("POST", "/identity/v3/auth/tokens", 401),
+        1
+    );
     sim.shutdown().await;
 }
 
@@ -214,9 +286,21 @@ async fn openstacksdk_conformance_script_passes() {
     let quota = SimConfig::default().quota.instances.to_string();
     let out = Command::new(bin.join("python"))
         .arg(kit_dir().join("conformance.py"))
-        .args(["--cloud", "conf", "--network", "private", "--floating-network", "public"])
+        .args([
+            "--cloud",
+            "conf",
+            "--network",
+            "private",
+            "--floating-network",
+            "public",
+        ])
         .args(["--flavor", "m1.small", "--nohost-flavor", "m1.nohost"])
-        .args(["--quota-instances", &quota, "--image-file", image.to_str().unwrap()])
+        .args([
+            "--quota-instances",
+            &quota,
+            "--image-file",
+            image.to_str().unwrap(),
+        ])
         .env("OS_CLIENT_CONFIG_FILE", &clouds)
         .output()
         .expect("run conformance.py");

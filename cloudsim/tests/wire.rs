@@ -9,7 +9,12 @@ async fn token(client: &reqwest::Client, auth_url: &str) -> String {
     let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
         {"name": "nodepool", "domain": {"id": "default"}, "password": "nodepool"}}},
         "scope": {"project": {"name": "nodepool", "domain": {"id": "default"}}}}});
-    let r = client.post(format!("{auth_url}/auth/tokens")).json(&body).send().await.unwrap();
+    let r = client
+        .post(format!("{auth_url}/auth/tokens"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     r.headers()["x-subject-token"].to_str().unwrap().to_string()
 }
@@ -17,7 +22,10 @@ async fn token(client: &reqwest::Client, auth_url: &str) -> String {
 #[tokio::test]
 async fn dropped_connection_and_hung_response() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let tok = token(&client, &sim.auth_url()).await;
     let admin = format!("{}/_sim/faults", sim.base_url());
     let rules = json!([
@@ -35,7 +43,12 @@ async fn dropped_connection_and_hung_response() {
         .await
         .expect_err("the connection is closed without a response");
     assert!(!err.is_timeout(), "{err:?}");
-    let ok = client.get(format!("{compute}/flavors/detail")).header("x-auth-token", &tok).send().await.unwrap();
+    let ok = client
+        .get(format!("{compute}/flavors/detail"))
+        .header("x-auth-token", &tok)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200, "the drop fired once");
 
     let start = Instant::now();
@@ -74,12 +87,36 @@ async fn version_discovery_roots() {
     let image = client.get(format!("{base}/image/")).send().await.unwrap();
     assert_eq!(image.status(), 300);
     let v: Value = image.json().await.unwrap();
-    assert_eq!(v["versions"][0]["links"][0]["href"], format!("{base}/image/v2/"));
-    let compute: Value = client.get(format!("{base}/compute/")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        v["versions"][0]["links"][0]["href"],
+        format!("{base}/image/v2/")
+    );
+    let compute: Value = client
+        .get(format!("{base}/compute/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(compute["versions"][1]["version"], "2.100");
-    let identity: Value = client.get(format!("{base}/identity/v3/")).send().await.unwrap().json().await.unwrap();
+    let identity: Value = client
+        .get(format!("{base}/identity/v3/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(identity["version"]["status"], "stable");
-    let network: Value = client.get(format!("{base}/network/")).send().await.unwrap().json().await.unwrap();
+    let network: Value = client
+        .get(format!("{base}/network/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(network["versions"][0]["id"], "v2.0");
     sim.shutdown().await;
 }
@@ -90,7 +127,11 @@ fn binary_writes_clouds_yaml_and_prints_url() {
     let dir = tempfile::tempdir().unwrap();
     let clouds = dir.path().join("clouds.yaml");
     let config = dir.path().join("sim.yaml");
-    std::fs::write(&config, "boot_delay_ms: 10\nquota: {instances: 3, cores: 8, ram: 8192}\n").unwrap();
+    std::fs::write(
+        &config,
+        "boot_delay_ms: 10\nquota: {instances: 3, cores: 8, ram: 8192}\n",
+    )
+    .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloudsim"))
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
@@ -101,13 +142,18 @@ fn binary_writes_clouds_yaml_and_prints_url() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line.trim().to_string();
     let yaml = std::fs::read_to_string(&clouds).unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    assert!(yaml.contains(&format!("auth_url: \"{url}/identity/v3\"")), "{yaml}");
+    assert!(
+        yaml.contains(&format!("auth_url: \"{url}/identity/v3\"")),
+        "{yaml}"
+    );
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "no_such_key: 1\n").unwrap();
