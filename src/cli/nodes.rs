@@ -246,7 +246,7 @@ pub struct EraseArgs {
 
 pub async fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
     let mut ws = Workspace::open(args.state.paths())?;
-    let lease = ops::apply::lease(&ws.store, "nodepool erase")?;
+    let lease = ops::apply::lease(&mut ws.store, "nodepool erase")?;
     let now = now_unix();
     let (world, stamp) = ops::plan::observe(&mut ws, now).await?;
     let plan = ops::nodes::erase_plan(&world, &args.provider)?;

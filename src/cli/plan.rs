@@ -89,7 +89,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let mut ws = Workspace::open(args.state.paths())?;
-    let lease = ops::apply::lease(&ws.store, "nodepool apply")?;
+    let lease = ops::apply::lease(&mut ws.store, "nodepool apply")?;
     let doc: PlanDocument = match &args.plan_file {
         Some(f) => {
             let text = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;

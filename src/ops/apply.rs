@@ -20,9 +20,34 @@ pub fn holder(what: &str) -> String {
     format!("{what} (pid {} on {host})", std::process::id())
 }
 
-/// Take the writer lease, or fail naming its holder.
-pub fn lease(store: &Store, what: &str) -> Result<LeaseGuard, OpError> {
-    Ok(store.acquire_lease(&holder(what), LEASE_TTL)?)
+/// Take the writer lease, or fail naming its holder. A lease left by a process of this host
+/// that no longer runs (killed with SIGKILL) is broken at once instead of waiting for it to
+/// expire.
+pub fn lease(store: &mut Store, what: &str) -> Result<LeaseGuard, OpError> {
+    match store.acquire_lease(&holder(what), LEASE_TTL) {
+        Err(crate::state::StateError::LeaseHeld { holder: h, since, .. }) if holder_is_dead(&h) => {
+            tracing::warn!(holder = %h, "breaking the writer lease of a process that no longer runs");
+            store.write(|w| w.break_lease(&h, since))?;
+            Ok(store.acquire_lease(&holder(what), LEASE_TTL)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Whether a lease holder named by [`holder`] was a process of this host that is gone.
+fn holder_is_dead(h: &str) -> bool {
+    let this_host = holder("");
+    let host_of = |s: &str| s.rsplit_once(" on ").map(|(_, host)| host.trim_end_matches(')').to_owned());
+    let pid = h
+        .rsplit_once("(pid ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|p| p.parse::<u32>().ok());
+    match (pid, host_of(h), host_of(&this_host)) {
+        (Some(pid), Some(theirs), Some(ours)) if theirs == ours => {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
 }
 
 /// Why a saved plan may not be applied any more, if it may not.
@@ -64,6 +89,18 @@ pub async fn staleness(ws: &mut Workspace, doc: &PlanDocument, now: i64) -> Resu
     }
 }
 
+/// Journal entries left `pending` or `running` by an apply that was killed are closed as
+/// failed: the plan just made observed the world as that apply left it and finishes the job.
+fn close_interrupted(store: &mut Store, lease: &LeaseGuard) -> Result<usize, OpError> {
+    Ok(store.write_under_lease(lease, |w| {
+        let open = w.read().unfinished_journal()?;
+        for e in &open {
+            w.journal_fail(e.id, "interrupted: the apply stopped before this finished; a later plan took over")?;
+        }
+        Ok(open.len())
+    })?)
+}
+
 /// Carry out `doc` under `lease`, then record the config revision as applied (or failed).
 pub async fn apply(
     ws: Workspace,
@@ -80,6 +117,8 @@ pub async fn apply(
         clients,
         unresolved,
     } = ws;
+    let mut store = store;
+    close_interrupted(&mut store, &lease)?;
     let config = Arc::new(loaded.config.clone());
     let store = Arc::new(Mutex::new(store));
     let lease = Arc::new(Mutex::new(lease));
@@ -108,6 +147,8 @@ pub async fn apply(
     let result = applier.apply(&doc.plan).await;
     drop(applier);
     renewer.abort();
+    // Wait for the task to be gone, so its handle on the lease is released.
+    let _ = renewer.await;
     let report = result.map_err(|e| OpError::Refused(e.to_string()))?;
     let store = Arc::try_unwrap(store)
         .map_err(|_| OpError::Refused("the store is still shared after apply".into()))?

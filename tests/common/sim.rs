@@ -1,0 +1,113 @@
+//! A simulated cloud plus a config repo and database in a temp dir, for reconcile tests.
+
+#![allow(dead_code)]
+
+use cloudsim::{SimConfig, SimHandle, Simulator};
+use nodepool::ops::{self, Paths, Workspace};
+use nodepool::reconcile::apply::{ApplyOptions, ApplyReport};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Env {
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+    pub paths: Paths,
+}
+
+/// A provider `east` (cloud `east` = the simulator) with pool `main` offering `small`
+/// (cloud image cirros); `min_ready` of it; `extra` appended to the provider.
+pub fn config(min_ready: u32, max_servers: u32) -> String {
+    format!(
+        "labels:\n  - name: small\n    min-ready: {min_ready}\n  - name: big\n\
+         providers:\n  - name: east\n    cloud: east\n    rate: 0\n    boot-timeout: 30\n    launch-retries: 3\n\
+         \x20   clean-floating-ips: true\n    cloud-images: [{{name: cirros}}]\n    pools:\n      - name: main\n\
+         \x20       max-servers: {max_servers}\n        networks: [private]\n        auto-floating-ip: false\n\
+         \x20       labels:\n          - {{name: small, cloud-image: cirros, min-ram: 512}}\n\
+         \x20         - {{name: big, cloud-image: cirros, min-ram: 4096}}\n"
+    )
+}
+
+pub async fn start(sim: SimConfig, config_text: &str) -> Env {
+    let sim = Simulator::start(sim).await.expect("simulator starts");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clouds.yaml"), sim.clouds_yaml("east")).unwrap();
+    std::fs::write(dir.path().join("nodepool.yaml"), config_text).unwrap();
+    let paths = Paths {
+        config: dir.path().join("nodepool.yaml"),
+        secure: None,
+        clouds: Some(dir.path().join("clouds.yaml")),
+        state: dir.path().join("state.db"),
+    };
+    Env { sim, dir, paths }
+}
+
+impl Env {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn set_config(&self, text: &str) {
+        std::fs::write(&self.paths.config, text).unwrap();
+    }
+
+    pub fn workspace(&self) -> Workspace {
+        Workspace::open(self.paths.clone()).expect("workspace opens")
+    }
+
+    /// One plan + apply; returns the number of actions and the report.
+    pub async fn apply_once(&self) -> (usize, ApplyReport) {
+        let mut ws = self.workspace();
+        let lease = ops::apply::lease(&mut ws.store, "test").unwrap();
+        let now = nodepool::state::now_unix();
+        let planned = ops::plan::plan(&mut ws, now).await.unwrap();
+        let n = planned.doc.plan.actions.len();
+        if n == 0 {
+            return (0, ApplyReport::default());
+        }
+        let options = ApplyOptions {
+            poll_interval: Duration::from_millis(50),
+            delete_wait: Duration::from_secs(20),
+            default_concurrency: 8,
+        };
+        let (report, _) = ops::apply::apply(ws, &planned.doc, lease, options, Arc::new(|_| {}))
+            .await
+            .unwrap();
+        (n, report)
+    }
+
+    /// Apply until a plan has no actions; panics after `rounds`.
+    pub async fn converge(&self, rounds: usize) -> usize {
+        for i in 0..rounds {
+            let (n, _) = self.apply_once().await;
+            if n == 0 {
+                return i;
+            }
+        }
+        let mut ws = self.workspace();
+        let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix()).await.unwrap();
+        panic!(
+            "not converged after {rounds} rounds; still planned:\n{}",
+            nodepool::reconcile::render::text(&planned.doc.plan, None)
+        );
+    }
+
+    pub fn nodes(&self) -> Vec<nodepool::state::Node> {
+        self.workspace().store.read().nodes().unwrap()
+    }
+
+    /// Servers in the simulator: (id, name, status, node id metadata).
+    pub async fn servers(&self) -> Vec<(String, String, String, Option<String>)> {
+        let ws = self.workspace();
+        let c = ws.clients.get("east").unwrap();
+        c.list_servers(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                let nid = s.metadata.get("nodepool_node_id").cloned();
+                (s.id, s.name, s.status.as_str().to_owned(), nid)
+            })
+            .collect()
+    }
+}
