@@ -26,6 +26,29 @@
 //! List-valued columns (labels, formats, host keys, assigned nodes) and journal payloads are
 //! JSON text. States are stored as their lower-case names (`in-use`, `uploading`, ...).
 //!
+//! # Queries
+//!
+//! [`Reader`] holds every query; each ordered, index-backed (see the benchmark
+//! `benches/state.rs`, target < 20 ms at 100,000 nodes):
+//!
+//! * planner: [`Reader::node_summaries_of_provider`] (covering index; the full rows are
+//!   [`Reader::nodes_of_provider`]), [`Reader::ready_nodes`], [`Reader::ready_counts_by_label`],
+//!   [`Reader::node_counts_by_state`], [`Reader::open_requests`] (priority order),
+//!   [`Reader::uploads_for`] and [`Reader::builds_of_image`] (newest first), [`Reader::stamp`];
+//! * crash recovery: [`Reader::unfinished_journal`], [`Reader::journal_of_plan`];
+//! * operator commands: `list` [`Reader::nodes`], `image-list` [`Reader::uploads`],
+//!   `dib-image-list` [`Reader::builds`], `request-list` [`Reader::requests`],
+//!   `info PROVIDER` [`Reader::nodes_of_provider`] + [`Reader::uploads_of_provider`];
+//!   every row type is `Serialize` for `--json`, with states as their names and times as
+//!   unix seconds ([`age_since`] for the human column).
+//!
+//! # Node states
+//!
+//! Upstream's `building`, `ready`, `in-use`, `used`, `hold`, `deleting`, `failed`, plus
+//! `init` for crash safety: the row exists before the create request is sent, so a crash in
+//! between leaves a row (and a `pending` journal entry) to reconcile by hostname rather than
+//! an unrecorded server. The transitions are tabled at [`NodeState`].
+//!
 //! # Invariants
 //!
 //! * **Every cloud mutation has a journal row in `pending` before the request is sent**
