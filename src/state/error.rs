@@ -59,7 +59,7 @@ pub enum StateError {
 
     /// Another writer holds the lease.
     #[error(
-        "the writer lease is held by {holder} since {} (it expires {} unless renewed)",
+        "the writer lease is held by {holder} since {}; it lapses at {} unless renewed",
         describe_time(*since),
         describe_time(*expires_at)
     )]

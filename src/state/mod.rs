@@ -26,6 +26,29 @@
 //! List-valued columns (labels, formats, host keys, assigned nodes) and journal payloads are
 //! JSON text. States are stored as their lower-case names (`in-use`, `uploading`, ...).
 //!
+//! # Queries
+//!
+//! [`Reader`] holds every query; each ordered, index-backed (see the benchmark
+//! `benches/state.rs`, target < 20 ms at 100,000 nodes):
+//!
+//! * planner: [`Reader::node_summaries_of_provider`] (covering index; the full rows are
+//!   [`Reader::nodes_of_provider`]), [`Reader::ready_nodes`], [`Reader::ready_counts_by_label`],
+//!   [`Reader::node_counts_by_state`], [`Reader::open_requests`] (priority order),
+//!   [`Reader::uploads_for`] and [`Reader::builds_of_image`] (newest first), [`Reader::stamp`];
+//! * crash recovery: [`Reader::unfinished_journal`], [`Reader::journal_of_plan`];
+//! * operator commands: `list` [`Reader::nodes`], `image-list` [`Reader::uploads`],
+//!   `dib-image-list` [`Reader::builds`], `request-list` [`Reader::requests`],
+//!   `info PROVIDER` [`Reader::nodes_of_provider`] + [`Reader::uploads_of_provider`];
+//!   every row type is `Serialize` for `--json`, with states as their names and times as
+//!   unix seconds ([`age_since`] for the human column).
+//!
+//! # Node states
+//!
+//! Upstream's `building`, `ready`, `in-use`, `used`, `hold`, `deleting`, `failed`, plus
+//! `init` for crash safety: the row exists before the create request is sent, so a crash in
+//! between leaves a row (and a `pending` journal entry) to reconcile by hostname rather than
+//! an unrecorded server. The transitions are tabled at [`NodeState`].
+//!
 //! # Invariants
 //!
 //! * **Every cloud mutation has a journal row in `pending` before the request is sent**
@@ -76,7 +99,7 @@ pub use journal::{JournalEntry, JournalStatus, NewJournalEntry};
 pub use leak::{LeakKind, LeakSighting};
 pub use lease::LeaseGuard;
 pub use migrations::{SCHEMA_VERSION, migration_sql};
-pub use node::{NewNode, Node, NodeDetails, NodeState, StateCount};
+pub use node::{NewNode, Node, NodeDetails, NodeState, NodeSummary, StateCount};
 pub use request::{NewRequest, NodeRequest, RequestState};
 pub use revision::{ConfigRevision, ConfigStatus, NewConfigRevision};
 
@@ -363,6 +386,13 @@ fn connect(target: &Target) -> Result<Connection, StateError> {
         .map_err(open_err)?;
     // FULL: a committed journal row survives power loss, not only a process crash.
     conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    // The planner reads every node of a provider each pass; the rows of one provider are
+    // spread over the whole table, so keep the table in memory: a 64 MiB page cache
+    // (~150,000 nodes) and memory-mapped reads instead of one read() per page.
+    conn.pragma_update(None, "cache_size", -65_536)
+        .map_err(open_err)?;
+    conn.pragma_update(None, "mmap_size", 268_435_456_i64)
         .map_err(open_err)?;
     Ok(conn)
 }

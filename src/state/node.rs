@@ -11,13 +11,16 @@ use super::{Reader, StateError, WriteTx, now_unix};
 text_enum! {
     /// The life of a node, as in upstream Nodepool, plus `init` for crash safety.
     ///
-    /// ```text
-    ///  init ──► building ──► ready ──► in-use ──► used ──► deleting ──► (row removed)
-    ///    │         │  │        │  │       │  │               ▲  ▲
-    ///    │         │  └─► failed ─┼───────┼──┼───────────────┘  │
-    ///    └─► failed│           │  └─► hold ◄┘  (hold ──► used)  │
-    ///    (any of init, building, ready, in-use, hold ──► deleting)
-    /// ```
+    /// | from       | to                              |
+    /// |------------|---------------------------------|
+    /// | `init`     | `building`, `failed`, `deleting` |
+    /// | `building` | `ready`, `failed`, `deleting`   |
+    /// | `ready`    | `in-use`, `hold`, `deleting`    |
+    /// | `in-use`   | `used`, `hold`, `deleting`      |
+    /// | `used`     | `deleting`                      |
+    /// | `hold`     | `used`, `deleting`              |
+    /// | `failed`   | `deleting`                      |
+    /// | `deleting` | (row removed: [`WriteTx::remove_node`]) |
     ///
     /// * `init`: the row (id, hostname) exists and a journal row says a server is about to be
     ///   created, but the create request may not have been sent. After a crash, a node found
@@ -34,8 +37,8 @@ text_enum! {
     /// * `deleting`: a delete was decided; the reconciler deletes the server and then the row.
     ///
     /// Only `init` and `building` are initial states. `used`, `failed` and `deleting` never
-    /// lead back to service. Forced deletes (operator `delete`, server vanished) are the reason
-    /// every live state except `used`/`failed` may also go straight to `deleting`.
+    /// lead back to service. Forced deletes (operator `delete`, a server that vanished from the
+    /// cloud) are why every state, not only the end of a node's life, leads to `deleting`.
     pub enum NodeState ("node state") {
         Init => "init",
         Building => "building",
@@ -138,6 +141,54 @@ pub struct Node {
     pub created_at: i64,
     #[serde(flatten)]
     pub details: NodeDetails,
+}
+
+/// The columns of a node the planner needs on every pass, read from the covering index
+/// `nodes_by_provider` without touching the table (see [`Reader::node_summaries_of_provider`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeSummary {
+    pub id: String,
+    pub provider: String,
+    pub pool: String,
+    pub label: String,
+    pub hostname: String,
+    pub state: NodeState,
+    pub state_time: i64,
+    pub server_id: Option<String>,
+    pub allocated_request: Option<String>,
+    pub hold_expiration: Option<i64>,
+    pub image_name: Option<String>,
+    pub upload_id: Option<String>,
+    pub launch_attempts: u32,
+    pub cores: Option<u32>,
+    pub ram: Option<u32>,
+    pub instances: Option<u32>,
+}
+
+/// The columns of [`NodeSummary`], in field order; equal to the `nodes_by_provider` index.
+const SUMMARY_COLUMNS: &str = "id, provider, pool, label, hostname, state, state_time, \
+    server_id, allocated_request, hold_expiration, image_name, upload_id, launch_attempts, \
+    cores, ram, instances";
+
+fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<NodeSummary> {
+    Ok(NodeSummary {
+        id: r.get(0)?,
+        provider: r.get(1)?,
+        pool: r.get(2)?,
+        label: r.get(3)?,
+        hostname: r.get(4)?,
+        state: r.get(5)?,
+        state_time: r.get(6)?,
+        server_id: r.get(7)?,
+        allocated_request: r.get(8)?,
+        hold_expiration: r.get(9)?,
+        image_name: r.get(10)?,
+        upload_id: r.get(11)?,
+        launch_attempts: r.get(12)?,
+        cores: r.get(13)?,
+        ram: r.get(14)?,
+        instances: r.get(15)?,
+    })
 }
 
 /// A node to insert. `state` must be initial (`init` or `building`).
@@ -493,6 +544,19 @@ impl Reader<'_> {
         self.query_nodes("WHERE provider = ?1 ORDER BY id", params![provider])
     }
 
+    /// The planner's view of all nodes of a provider, in id order: [`NodeSummary`] rows from
+    /// a covering index, several times faster than [`Reader::nodes_of_provider`] at scale.
+    pub fn node_summaries_of_provider(
+        &self,
+        provider: &str,
+    ) -> Result<Vec<NodeSummary>, StateError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM nodes WHERE provider = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(params![provider], summary_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Nodes in `state`, in id order.
     pub fn nodes_in_state(&self, state: NodeState) -> Result<Vec<Node>, StateError> {
         self.query_nodes("WHERE state = ?1 ORDER BY label, id", params![state])
@@ -755,6 +819,38 @@ mod tests {
         );
         assert_eq!(r.nodes_in_state(NodeState::InUse).unwrap().len(), 1);
         assert_eq!(r.nodes().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn summaries_match_full_rows() {
+        let mut store = Store::open_in_memory().unwrap();
+        for i in 0..5u32 {
+            let mut new = NewNode::new(if i % 2 == 0 { "a" } else { "b" }, "main", "l");
+            new.details.cores = Some(i);
+            new.details.upload_id = Some(format!("{i:010}"));
+            store.insert_node(&new).unwrap();
+        }
+        let r = store.read();
+        let full = r.nodes_of_provider("a").unwrap();
+        let summaries = r.node_summaries_of_provider("a").unwrap();
+        assert_eq!(full.len(), 3);
+        for (n, s) in full.iter().zip(&summaries) {
+            assert_eq!(
+                (
+                    &n.id,
+                    &n.hostname,
+                    n.state,
+                    n.details.cores,
+                    &n.details.upload_id
+                ),
+                (&s.id, &s.hostname, s.state, s.cores, &s.upload_id)
+            );
+        }
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT {SUMMARY_COLUMNS} FROM nodes WHERE provider = 'a' ORDER BY id"
+        );
+        let plan: String = store.conn.query_row(&sql, [], |r| r.get(3)).unwrap();
+        assert!(plan.contains("COVERING INDEX nodes_by_provider"), "{plan}");
     }
 
     #[test]

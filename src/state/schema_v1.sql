@@ -64,7 +64,12 @@ CREATE TABLE nodes (
     instances         INTEGER,
     last_error        TEXT
 );
-CREATE INDEX nodes_by_provider ON nodes (provider, id);
+-- Covering index for the planner's per-provider pass (NodeSummary): an index range scan,
+-- no table lookups. Keep its column list equal to node::SUMMARY_COLUMNS.
+CREATE INDEX nodes_by_provider ON nodes (
+    provider, id, pool, label, hostname, state, state_time, server_id, allocated_request,
+    hold_expiration, image_name, upload_id, launch_attempts, cores, ram, instances
+);
 CREATE INDEX nodes_by_state_label ON nodes (state, label, id);
 CREATE INDEX nodes_by_allocated_request ON nodes (allocated_request);
 

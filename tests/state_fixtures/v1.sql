@@ -148,7 +148,10 @@ INSERT INTO "sequences" VALUES('build',2);
 INSERT INTO "sequences" VALUES('upload',2);
 INSERT INTO "sequences" VALUES('journal',2);
 INSERT INTO "sequences" VALUES('config_revision',2);
-CREATE INDEX nodes_by_provider ON nodes (provider, id);
+CREATE INDEX nodes_by_provider ON nodes (
+    provider, id, pool, label, hostname, state, state_time, server_id, allocated_request,
+    hold_expiration, image_name, upload_id, launch_attempts, cores, ram, instances
+);
 CREATE INDEX nodes_by_state_label ON nodes (state, label, id);
 CREATE INDEX nodes_by_allocated_request ON nodes (allocated_request);
 CREATE INDEX node_requests_by_state_priority ON node_requests (state, priority, created_at, id);
