@@ -84,7 +84,8 @@ struct Launching {
     node_id: String,
     address: String,
     server_id: String,
-    boot: Boot,
+    /// How to boot again after a failed boot (`None`: no retry within this apply).
+    boot: Option<Boot>,
     request: Option<String>,
     journal: i64,
     since: Instant,
@@ -426,7 +427,7 @@ impl Applier {
                         node_id: node.id.clone(),
                         address,
                         server_id,
-                        boot: boot.clone(),
+                        boot: Some(boot.clone()),
                         request: request.clone(),
                         journal: j,
                         since: Instant::now(),
@@ -494,7 +495,7 @@ impl Applier {
                         node_id: node_id.clone(),
                         address: a.address.clone(),
                         server_id: sid,
-                        boot: boot.clone(),
+                        boot: Some(boot.clone()),
                         request: node.details.allocated_request.clone(),
                         journal: j,
                         since: Instant::now(),
@@ -547,6 +548,39 @@ impl Applier {
                         }
                     }
                 }
+            }
+            ActionKind::AwaitServer {
+                node_id,
+                server_id,
+                boot,
+                ..
+            } => {
+                let node = match self.store.lock().expect("store").read().node(node_id) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => return failed(format!("node {node_id} no longer exists")),
+                    Err(e) => return failed(e.to_string()),
+                };
+                let j = match self.write(|w| {
+                    let j = self.journal(w, seq, "await-server", a)?;
+                    w.journal_start(j)?;
+                    Ok(j)
+                }) {
+                    Ok(j) => j,
+                    Err(e) => return failed(e.to_string()),
+                };
+                // The boot-timeout counts from when the node started building.
+                let elapsed = Duration::from_secs(
+                    u64::try_from(crate::state::now_unix() - node.state_time).unwrap_or(0),
+                );
+                Step::Launching(Launching {
+                    node_id: node_id.clone(),
+                    address: a.address.clone(),
+                    server_id: server_id.clone(),
+                    boot: boot.clone(),
+                    request: node.details.allocated_request.clone(),
+                    journal: j,
+                    since: Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now),
+                })
             }
             ActionKind::DeleteLeak { kind, external_id, .. } => {
                 let j = match self.write(|w| {
@@ -787,6 +821,7 @@ impl Applier {
         let Some((p, pl, lb)) = self.place(&node.provider, &node.pool, &node.label) else {
             return Ok(None);
         };
+        let Some(boot) = &l.boot else { return Ok(None) };
         let _ = delete_server(client, &l.server_id).await;
         if !quota && node.details.launch_attempts >= p.launch_retries.max(1) {
             let _ = self.write(|w| {
@@ -807,7 +842,7 @@ impl Applier {
             label: lb,
             node_id: &node.id,
             hostname: &node.hostname,
-            boot: &l.boot,
+            boot,
             request: req_row.as_ref(),
             network_ids: networks,
         };
@@ -863,6 +898,7 @@ fn kind_name(k: &ActionKind) -> &'static str {
         ActionKind::LaunchNode { .. } => "create-server",
         ActionKind::RelaunchNode { .. } => "relaunch-server",
         ActionKind::MarkReady { .. } => "mark-ready",
+        ActionKind::AwaitServer { .. } => "await-server",
         ActionKind::AdoptServer { .. } => "adopt-server",
         ActionKind::DeleteNode { .. } => "delete-server",
         ActionKind::ForgetNode { .. } => "forget-node",

@@ -44,6 +44,7 @@ fn fingerprint(kind: &ActionKind, world: &World) -> Option<String> {
         ActionKind::LaunchNode { .. } => return None,
         ActionKind::RelaunchNode { node_id, .. }
         | ActionKind::MarkReady { node_id, .. }
+        | ActionKind::AwaitServer { node_id, .. }
         | ActionKind::AdoptServer { node_id, .. }
         | ActionKind::DeleteNode { node_id, .. }
         | ActionKind::ForgetNode { node_id }

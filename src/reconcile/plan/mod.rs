@@ -155,6 +155,15 @@ pub enum ActionKind {
         #[serde(flatten)]
         addresses: Addresses,
     },
+    /// A building node's server is still booting: wait for it (until `boot-timeout`).
+    AwaitServer {
+        node_id: String,
+        provider: String,
+        server_id: String,
+        /// How to boot it again if this boot fails (`None`: the image or flavor is gone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot: Option<Boot>,
+    },
     /// A node whose launch was interrupted has a server carrying its id: record it.
     AdoptServer { node_id: String, server_id: String },
     /// Delete a node: its server (if any) and then its record.
@@ -188,6 +197,7 @@ impl ActionKind {
             ActionKind::LaunchNode { .. } => Change::Create,
             ActionKind::RelaunchNode { .. } => Change::Replace,
             ActionKind::MarkReady { .. }
+            | ActionKind::AwaitServer { .. }
             | ActionKind::AdoptServer { .. }
             | ActionKind::AllocateNode { .. }
             | ActionKind::DeallocateNode { .. }
@@ -204,6 +214,7 @@ impl ActionKind {
         match self {
             ActionKind::LaunchNode { provider, .. }
             | ActionKind::RelaunchNode { provider, .. }
+            | ActionKind::AwaitServer { provider, .. }
             | ActionKind::DeleteNode { provider, .. }
             | ActionKind::DeleteLeak { provider, .. } => Some(provider),
             _ => None,

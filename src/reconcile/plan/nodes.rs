@@ -307,7 +307,25 @@ fn launching(
                 true,
             )
         }
-        Some(_) => None,
+        Some(s) => {
+            let view = world.view(&node.provider)?;
+            let nth = cap.pool_servers(&node.provider, &node.pool);
+            action(
+                ActionKind::AwaitServer {
+                    node_id: node.id.clone(),
+                    provider: node.provider.clone(),
+                    server_id: s.id.clone(),
+                    boot: boot::resolve(world, view, provider, pool, label, nth).ok(),
+                },
+                format!(
+                    "server {} is {} for {}; waiting up to boot-timeout {} s",
+                    s.id,
+                    s.status,
+                    age(now, node.state_time),
+                    provider.boot_timeout
+                ),
+            )
+        }
         None if node.state == NodeState::Init => {
             retry("the create request was never confirmed".into(), None, false)
         }
