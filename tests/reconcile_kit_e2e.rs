@@ -1,0 +1,113 @@
+//! End to end against the real OpenStack kit (Keystone, Glance, Nova with the fake driver):
+//! min-ready 2 → two ACTIVE servers with our metadata; raise to 3 → one more; a request and its
+//! release → the node is deleted and replaced.
+//!
+//! Needs `eval "$(testing/openstack/stack env)"` (OS_CLIENT_CONFIG_FILE, OSKIT_INFO); without it
+//! the test says why it skipped and passes.
+
+use nodepool::ops::{self, Paths, Workspace};
+use nodepool::reconcile::apply::ApplyOptions;
+use nodepool::state::{NewRequest, NodeState, RequestState};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn config(min_ready: u32) -> String {
+    format!(
+        "labels:\n  - name: kit-small\n    min-ready: {min_ready}\n\
+         providers:\n  - name: kit\n    cloud: nodepool\n    rate: 0\n    boot-timeout: 120\n\
+         \x20   cloud-images: [{{name: cirros, image-name: cirros-fake}}]\n\
+         \x20   pools:\n      - name: main\n        max-servers: 4\n        networks: [private]\n\
+         \x20       auto-floating-ip: false\n        labels:\n\
+         \x20         - {{name: kit-small, cloud-image: cirros, flavor-name: m1.small}}\n"
+    )
+}
+
+async fn converge(paths: &Paths) {
+    for _ in 0..6 {
+        let mut ws = Workspace::open(paths.clone()).unwrap();
+        let lease = ops::apply::lease(&mut ws.store, "kit-e2e").unwrap();
+        let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix()).await.unwrap();
+        if planned.doc.plan.is_empty() {
+            return;
+        }
+        let options = ApplyOptions {
+            poll_interval: Duration::from_millis(500),
+            ..ApplyOptions::default()
+        };
+        let (report, _) = ops::apply::apply(ws, &planned.doc, lease, options, Arc::new(|_| {}))
+            .await
+            .unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+    }
+    panic!("not converged against the kit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kit_min_ready_request_release() {
+    let (Some(clouds), Some(_)) = (std::env::var_os("OS_CLIENT_CONFIG_FILE"), std::env::var_os("OSKIT_INFO")) else {
+        eprintln!("kit_min_ready_request_release: skipped: no OpenStack kit (see testing/openstack/NODEPOOL.md)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config: dir.path().join("nodepool.yaml"),
+        secure: None,
+        clouds: Some(clouds.into()),
+        state: dir.path().join("state.db"),
+    };
+    std::fs::write(&paths.config, config(2)).unwrap();
+    converge(&paths).await;
+    let ws = Workspace::open(paths.clone()).unwrap();
+    let nodes = ws.store.read().nodes().unwrap();
+    assert_eq!(nodes.len(), 2);
+    let client = ws.clients["kit"].clone();
+    let servers = client.list_servers(&Default::default()).await.unwrap();
+    for n in &nodes {
+        let s = servers
+            .iter()
+            .find(|s| Some(&s.id) == n.details.server_id.as_ref())
+            .expect("the node's server exists in Nova");
+        assert_eq!(s.status.as_str(), "ACTIVE");
+        assert_eq!(s.metadata.get("nodepool_node_id"), Some(&n.id));
+        assert_eq!(s.metadata.get("nodepool_provider_name").map(String::as_str), Some("kit"));
+    }
+    drop(ws);
+
+    std::fs::write(&paths.config, config(3)).unwrap();
+    converge(&paths).await;
+    assert_eq!(Workspace::open(paths.clone()).unwrap().store.read().nodes().unwrap().len(), 3);
+
+    let mut ws = Workspace::open(paths.clone()).unwrap();
+    let req = ops::nodes::request(
+        &mut ws,
+        &NewRequest {
+            labels: vec!["kit-small".into()],
+            requestor: "e2e".into(),
+            priority: 100,
+            tenant: None,
+        },
+    )
+    .unwrap();
+    drop(ws);
+    converge(&paths).await;
+    let mut ws = Workspace::open(paths.clone()).unwrap();
+    let r = ws.store.read().request(&req.id).unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Fulfilled);
+    let used = r.nodes[0].clone();
+    let used_server = ws.store.read().node(&used).unwrap().unwrap().details.server_id.unwrap();
+    ops::nodes::release(&mut ws, &used).unwrap();
+    drop(ws);
+    converge(&paths).await;
+    let ws = Workspace::open(paths.clone()).unwrap();
+    let nodes = ws.store.read().nodes().unwrap();
+    assert!(nodes.iter().all(|n| n.id != used), "the released node is gone");
+    assert_eq!(nodes.iter().filter(|n| n.state == NodeState::Ready && n.details.allocated_request.is_none()).count(), 3);
+    let servers = ws.clients["kit"].list_servers(&Default::default()).await.unwrap();
+    assert!(servers.iter().all(|s| s.id != used_server), "its server was deleted");
+    drop(ws);
+
+    // Clean up the shared cloud.
+    std::fs::write(&paths.config, config(0).replace("max-servers: 4", "max-servers: 0")).unwrap();
+    converge(&paths).await;
+    assert!(Workspace::open(paths).unwrap().store.read().nodes().unwrap().is_empty());
+}
