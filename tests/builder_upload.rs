@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nodepool::builder::dib::{BuildDirs, BuildOutput, BuildRequest, build};
 use nodepool::builder::upload::{
-    Cleanup, PROP_MD5, PROP_SHA256, UploadError, UploadRequest, upload,
+    Cleanup, FailureReason, PROP_MD5, PROP_SHA256, UploadRequest, upload,
 };
 use nodepool::cloud::{
     CloudError, CreateServer, ImageStatus, OpenStackClient, ServerNetworks, ServerStatus,
@@ -304,22 +304,24 @@ async fn kit_failing_post_upload_hook_deletes_the_image() {
     let out = build_image(&kit, &image, dir.path(), &["qcow2"]).await;
     let mut req = request(&kit, &image, &out, "qcow2");
     let err = upload(&kit.client, &req).await.unwrap_err();
-    let UploadError::Hook {
-        external_id,
+    let f = err
+        .failure()
+        .unwrap_or_else(|| panic!("expected a failed attempt, got {err:?}"));
+    let FailureReason::Hook {
         status,
         output_tail,
-        cleanup,
         ..
-    } = &err
+    } = &f.reason
     else {
         panic!("expected a hook failure, got {err:?}");
     };
+    let external_id = f.external_id.as_deref().expect("an image was created");
     assert_eq!(status, "exit code 7");
     assert_eq!(
         output_tail,
         &format!("checking {external_id}\nimage rejected by policy")
     );
-    assert_eq!(cleanup, &Cleanup::Deleted);
+    assert_eq!(f.cleanup, Cleanup::Deleted);
     assert_eq!(err.leftover_image(), None);
     image_gone(&kit.client, external_id).await;
 
@@ -328,12 +330,13 @@ async fn kit_failing_post_upload_hook_deletes_the_image() {
     let err = upload(&kit.client, &req).await.unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("post-upload-hook \"false\" failed")
-            && msg.contains("exit code 1; the cloud image was deleted"),
+        msg.contains("post-upload-hook \"false\" failed: exit code 1")
+            && msg.ends_with("; the cloud image was deleted"),
         "{msg}"
     );
-    let UploadError::Hook { external_id, .. } = &err else {
-        unreachable!()
-    };
+    let external_id = err
+        .failure()
+        .and_then(|f| f.external_id.as_deref())
+        .unwrap();
     image_gone(&kit.client, external_id).await;
 }

@@ -15,4 +15,7 @@ pub mod dib;
 pub mod upload;
 
 pub use dib::{BuildDirs, BuildError, BuildOutput, BuildRequest, BuiltFile, build};
-pub use upload::{UploadError, UploadRequest, Uploaded, format_image_name, glance_formats, upload};
+pub use upload::{
+    Cleanup, FailureReason, UploadError, UploadFailure, UploadRequest, Uploaded, format_image_name,
+    glance_formats, upload,
+};

@@ -73,91 +73,65 @@ pub enum UploadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("upload of {image} to {provider}: {source}{cleanup}")]
-    Cloud {
-        provider: String,
-        image: String,
-        external_id: Option<String>,
-        #[source]
-        source: CloudError,
-        cleanup: Cleanup,
-    },
-    #[error("upload of {image} to {provider} did not finish within image-upload-timeout ({} s){cleanup}", after.as_secs())]
-    Timeout {
-        provider: String,
-        image: String,
-        external_id: Option<String>,
-        after: Duration,
-        cleanup: Cleanup,
-    },
-    #[error(
-        "upload of {image} to {provider}: Glance image {external_id} went {status} instead of active{cleanup}"
-    )]
-    NotActive {
-        provider: String,
-        image: String,
-        external_id: String,
-        status: String,
-        cleanup: Cleanup,
-    },
-    #[error(
-        "upload of {image} to {provider}: Glance stored image {external_id} with md5 {stored}, the file's is {expected}{cleanup}"
-    )]
-    ChecksumMismatch {
-        provider: String,
-        image: String,
-        external_id: String,
-        stored: String,
-        expected: String,
-        cleanup: Cleanup,
-    },
-    #[error(
-        "post-upload-hook {hook:?} failed for image {external_id} on {provider}: {status}{cleanup}; output: {output_tail}"
-    )]
+    /// The upload was attempted and failed; any image it created was deleted (see `cleanup`).
+    #[error(transparent)]
+    Failed(Box<UploadFailure>),
+}
+
+/// A failed upload attempt: where, the cloud image it had created, why, and what became of it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "upload of {image} to {provider}{}: {reason}{cleanup}",
+    external_id.as_deref().map(|i| format!(" (image {i})")).unwrap_or_default()
+)]
+pub struct UploadFailure {
+    pub provider: String,
+    pub image: String,
+    /// The Glance image created, if it got that far.
+    pub external_id: Option<String>,
+    pub reason: FailureReason,
+    pub cleanup: Cleanup,
+}
+
+/// What went wrong in an upload attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum FailureReason {
+    #[error(transparent)]
+    Cloud(CloudError),
+    /// `image-upload-timeout` passed before the image was `active`.
+    #[error("did not finish within image-upload-timeout ({} s)", .0.as_secs())]
+    Timeout(Duration),
+    /// Glance put the image in a terminal state (`killed`, `deleted`, ...).
+    #[error("Glance set the image {status} instead of active")]
+    NotActive { status: String },
+    #[error("Glance stored md5 {stored}, but the file's is {expected}")]
+    ChecksumMismatch { stored: String, expected: String },
+    /// The `post-upload-hook` failed; `output_tail` is the end of its stdout + stderr.
+    #[error("post-upload-hook {hook:?} failed: {status}; output: {output_tail:?}")]
     Hook {
-        provider: String,
         hook: String,
-        external_id: String,
         status: String,
         output_tail: String,
-        cleanup: Cleanup,
     },
 }
 
 impl UploadError {
     /// The cloud image id that may still exist after this failure (its delete failed).
     pub fn leftover_image(&self) -> Option<&str> {
-        let (id, cleanup) = match self {
-            Self::Cloud {
-                external_id,
-                cleanup,
-                ..
+        match self {
+            Self::Failed(f) if matches!(f.cleanup, Cleanup::DeleteFailed(_)) => {
+                f.external_id.as_deref()
             }
-            | Self::Timeout {
-                external_id,
-                cleanup,
-                ..
-            } => (external_id.as_deref(), cleanup),
-            Self::NotActive {
-                external_id,
-                cleanup,
-                ..
-            }
-            | Self::ChecksumMismatch {
-                external_id,
-                cleanup,
-                ..
-            }
-            | Self::Hook {
-                external_id,
-                cleanup,
-                ..
-            } => (Some(external_id.as_str()), cleanup),
-            _ => return None,
-        };
-        matches!(cleanup, Cleanup::DeleteFailed(_))
-            .then_some(id)
-            .flatten()
+            _ => None,
+        }
+    }
+
+    /// Why the attempt failed, if it was attempted.
+    pub fn failure(&self) -> Option<&UploadFailure> {
+        match self {
+            Self::Failed(f) => Some(f),
+            _ => None,
+        }
     }
 }
 
@@ -360,27 +334,34 @@ pub async fn upload(
         });
     }
     let deadline = Instant::now() + req.timeout;
-    let timeout = |external_id: Option<String>, cleanup| UploadError::Timeout {
-        provider: req.provider.clone(),
-        image: req.image_name.clone(),
-        external_id,
-        after: req.timeout,
-        cleanup,
-    };
-    let cloud = |external_id: Option<String>, source, cleanup| UploadError::Cloud {
-        provider: req.provider.clone(),
-        image: req.image_name.clone(),
-        external_id,
-        source,
-        cleanup,
+    let failed = |external_id: Option<&str>, reason, cleanup| {
+        UploadError::Failed(Box::new(UploadFailure {
+            provider: req.provider.clone(),
+            image: req.image_name.clone(),
+            external_id: external_id.map(str::to_owned),
+            reason,
+            cleanup,
+        }))
     };
     tracing::info!(provider = %req.provider, image = %req.image_name, name = %create.name, file = %path.display(), size = meta.len(), "upload started");
     let image = match tokio::time::timeout_at(deadline, client.create_image(&create)).await {
-        Err(_) => return Err(timeout(None, Cleanup::NothingCreated)),
-        Ok(Err(e)) => return Err(cloud(None, e, Cleanup::NothingCreated)),
+        Err(_) => {
+            return Err(failed(
+                None,
+                FailureReason::Timeout(req.timeout),
+                Cleanup::NothingCreated,
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(failed(
+                None,
+                FailureReason::Cloud(e),
+                Cleanup::NothingCreated,
+            ));
+        }
         Ok(Ok(image)) => image,
     };
-    let id = image.id.clone();
+    let id = image.id;
     // From here on a failure deletes the image: the guard does it if this future is dropped.
     let mut guard = DeleteOnDrop::new(client, &id);
 
@@ -389,52 +370,36 @@ pub async fn upload(
         wait_active(client, &id).await
     })
     .await;
-    let active = match sent {
-        Err(_) => {
-            let c = guard.delete_now().await;
-            return Err(timeout(Some(id), c));
-        }
-        Ok(Err(WaitError::Cloud(e))) => {
-            let c = guard.delete_now().await;
-            return Err(cloud(Some(id), e, c));
-        }
-        Ok(Err(WaitError::Status(status))) => {
-            let c = guard.delete_now().await;
-            return Err(UploadError::NotActive {
-                provider: req.provider.clone(),
-                image: req.image_name.clone(),
-                external_id: id,
-                status,
-                cleanup: c,
-            });
-        }
-        Ok(Ok(image)) => image,
+    let problem = match sent {
+        Err(_) => Some(FailureReason::Timeout(req.timeout)),
+        Ok(Err(WaitError::Cloud(e))) => Some(FailureReason::Cloud(e)),
+        Ok(Err(WaitError::Status(status))) => Some(FailureReason::NotActive { status }),
+        Ok(Ok(active)) => match active.checksum {
+            Some(stored) if !stored.eq_ignore_ascii_case(&req.file.md5) => {
+                Some(FailureReason::ChecksumMismatch {
+                    stored,
+                    expected: req.file.md5.clone(),
+                })
+            }
+            _ => None,
+        },
     };
-    if let Some(stored) = active.checksum.as_deref()
-        && !stored.eq_ignore_ascii_case(&req.file.md5)
-    {
-        let c = guard.delete_now().await;
-        return Err(UploadError::ChecksumMismatch {
-            provider: req.provider.clone(),
-            image: req.image_name.clone(),
-            external_id: id,
-            stored: stored.to_owned(),
-            expected: req.file.md5.clone(),
-            cleanup: c,
-        });
-    }
-    if let Some(hook) = &req.post_upload_hook
-        && let Err((status, output_tail)) = run_hook(hook, req, &id).await
-    {
-        let c = guard.delete_now().await;
-        return Err(UploadError::Hook {
-            provider: req.provider.clone(),
-            hook: hook.clone(),
-            external_id: id,
-            status,
-            output_tail,
-            cleanup: c,
-        });
+    let problem = match (problem, &req.post_upload_hook) {
+        (None, Some(hook)) => run_hook(hook, req, &id)
+            .await
+            .err()
+            .map(|(status, output_tail)| FailureReason::Hook {
+                hook: hook.clone(),
+                status,
+                output_tail,
+            }),
+        (problem, _) => problem,
+    };
+    if let Some(reason) = problem {
+        let cleanup = guard.delete_now().await;
+        let err = failed(Some(&id), reason, cleanup);
+        tracing::warn!(error = %err, "upload failed");
+        return Err(err);
     }
     guard.disarm();
     tracing::info!(provider = %req.provider, image = %req.image_name, id = %id, name = %create.name, "upload active");
@@ -696,24 +661,31 @@ mod tests {
 
     #[test]
     fn leftover_only_when_delete_failed() {
-        let hook = |cleanup| UploadError::Hook {
-            provider: "p".into(),
-            hook: "false".into(),
-            external_id: "img-1".into(),
-            status: "exit code 1".into(),
-            output_tail: String::new(),
-            cleanup,
+        let hook = |cleanup| {
+            UploadError::Failed(Box::new(UploadFailure {
+                provider: "p".into(),
+                image: "img".into(),
+                external_id: Some("img-1".into()),
+                reason: FailureReason::Hook {
+                    hook: "false".into(),
+                    status: "exit code 1".into(),
+                    output_tail: String::new(),
+                },
+                cleanup,
+            }))
         };
         assert_eq!(hook(Cleanup::Deleted).leftover_image(), None);
         assert_eq!(
             hook(Cleanup::DeleteFailed("503".into())).leftover_image(),
             Some("img-1")
         );
-        let msg = hook(Cleanup::Deleted).to_string();
-        assert!(
-            msg.contains("exit code 1; the cloud image was deleted"),
-            "{msg}"
+        assert_eq!(
+            hook(Cleanup::Deleted).to_string(),
+            "upload of img to p (image img-1): post-upload-hook \"false\" failed: exit code 1; \
+             output: \"\"; the cloud image was deleted"
         );
+        assert!(hook(Cleanup::Deleted).failure().is_some());
+        assert!(glance_formats("tar").unwrap_err().failure().is_none());
     }
 
     #[test]
