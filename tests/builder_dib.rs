@@ -67,7 +67,8 @@ fn write_script(path: &Path, text: &str) {
 
 /// A stand-in dib-cmd: parses `-t`/`-o`, prints its environment, then acts on `FAKE_MODE`
 /// (`ok`: writes each format with checksums; `fail`: a partial file, exit 3; `hang`: a partial
-/// file, a background sleeper whose pid goes to `$FAKE_PIDFILE`, then sleeps).
+/// file, a background sleeper whose pid goes to `$FAKE_PIDFILE`, then sleeps; `straggle`: like
+/// `ok` but leaves a sleeper holding its stdout).
 const FAKE_DIB: &str = r#"#!/bin/sh
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -90,6 +91,10 @@ case "$FAKE_MODE" in
     sleep 300 >/dev/null 2>&1 &
     echo $! > "$FAKE_PIDFILE"
     sleep 300 ;;
+  straggle)
+    # Leaves a child holding our stdout after a successful exit.
+    sh -c 'echo $$ > "$FAKE_PIDFILE"; exec sleep 300' &
+    while [ ! -s "$FAKE_PIDFILE" ]; do sleep 0.1; done ;;
 esac
 for f in $(echo "$fmts" | tr , ' '); do
   echo "image $f" > "$base.$f"
@@ -417,6 +422,38 @@ async fn assert_dead(pid: i32) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn leftover_processes_holding_the_output_are_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let pidfile = root.join("straggler.pid");
+    let mut req = request(
+        root,
+        "np-straggle",
+        "0000000007",
+        &fake_dib(root),
+        &["qcow2"],
+    );
+    req.env_vars.insert("FAKE_MODE".into(), "straggle".into());
+    req.env_vars
+        .insert("FAKE_PIDFILE".into(), pidfile.display().to_string());
+    let started = Instant::now();
+    let out = build(&req).await.expect("the build itself succeeded");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let straggler: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_dead(straggler).await;
+    let log = std::fs::read_to_string(&out.log_path).unwrap();
+    assert!(
+        log.contains("left processes writing output: killing them"),
+        "{log}"
+    );
+    assert_eq!(last_line(&out.log_path), "Exit code: 0");
 }
 
 #[tokio::test]

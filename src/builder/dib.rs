@@ -454,8 +454,12 @@ pub async fn build(req: &BuildRequest) -> Result<BuildOutput, BuildError> {
 struct Running {
     child: tokio::process::Child,
     pgid: libc::pid_t,
-    /// Set once the child has been waited for (its pid, hence the group id, may be reused).
+    /// Set once the child has been waited for.
     status: Option<ExitStatus>,
+    /// Its stdout/stderr are still open: some process of the group may still be running. (After
+    /// the leader is reaped, its pid stays reserved as a group id only while members remain;
+    /// we signal the group then only while they hold our pipes, i.e. while members exist.)
+    output_open: bool,
     base: PathBuf,
     log_path: PathBuf,
     armed: bool,
@@ -483,6 +487,7 @@ impl Running {
             child,
             pgid,
             status: None,
+            output_open: true,
             base,
             log_path,
             armed: true,
@@ -528,6 +533,7 @@ impl Running {
         let mut drain_until = None;
         let mut output_done = false;
         loop {
+            self.output_open = !output_done;
             if output_done && self.status.is_some() {
                 break;
             }
@@ -578,7 +584,7 @@ impl Drop for Running {
         if !self.armed {
             return;
         }
-        if self.status.is_none() {
+        if self.status.is_none() || self.output_open {
             self.kill_group();
         }
         let _ = remove_outputs(&self.base);
