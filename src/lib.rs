@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs` + [`cli`]) is a thin layer over the operations in this library.
 //! See ARCHITECTURE.md for the code map and the invariants each module keeps.
 
+pub mod builder;
 pub mod cloud;
 pub mod config;
 pub mod ops;
