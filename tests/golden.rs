@@ -1,7 +1,8 @@
 //! Golden plans: each directory under `tests/golden/` holds a case — the config (its own
 //! `nodepool.yaml`, or the shared `tests/golden/nodepool.yaml`), the observed world as data
 //! (`world.yaml`, with a fixed clock) — and the expected `plan.txt` and `plan.json`, compared
-//! byte for byte.
+//! byte for byte. A case with an `erase` file (naming a provider) holds the plan of
+//! `nodepool erase` for that provider instead.
 //!
 //! To regenerate the expected files after an intended change, run the explicit overwrite
 //! command and review the diff:
@@ -38,7 +39,11 @@ fn run_case(dir: &Path, bless: bool) -> Option<String> {
     })
     .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let world = load_world(&dir.join("world.yaml"));
-    let p = plan(&loaded.config, &world);
+    // A case with an `erase` file holds the `nodepool erase PROVIDER` plan instead.
+    let p = match std::fs::read_to_string(dir.join("erase")) {
+        Ok(provider) => nodepool::ops::nodes::erase_plan(&world, provider.trim()).unwrap(),
+        Err(_) => plan(&loaded.config, &world),
+    };
     let text = render::text(&p, None);
     let doc = PlanDocument {
         format_version: render::FORMAT_VERSION,

@@ -12,12 +12,16 @@ use std::time::Duration;
 /// How long the writer lease lasts without renewal (a killed holder frees it after this).
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
 /// Who holds the lease, for the message another writer gets.
 pub fn holder(what: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{what} (pid {} on {host})", std::process::id())
+    format!("{what} (pid {} on {})", std::process::id(), hostname())
 }
 
 /// Take the writer lease, or fail naming its holder. A lease left by a process of this host
@@ -106,9 +110,12 @@ pub async fn apply(
     ws: Workspace,
     doc: &PlanDocument,
     lease: LeaseGuard,
-    options: ApplyOptions,
+    mut options: ApplyOptions,
     reporter: Reporter,
 ) -> Result<(ApplyReport, Workspace), OpError> {
+    if options.build_dirs.is_none() {
+        options.build_dirs = Some(ws.build_dirs());
+    }
     let Workspace {
         paths,
         loaded,
@@ -143,6 +150,8 @@ pub async fn apply(
         plan_id: format!("{}-{}", doc.created_at, uuid::Uuid::new_v4().simple()),
         options,
         reporter,
+        built: Mutex::new(Default::default()),
+        uploaded: Mutex::new(Default::default()),
     };
     let result = applier.apply(&doc.plan).await;
     drop(applier);

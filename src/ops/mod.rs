@@ -101,6 +101,14 @@ impl Workspace {
     pub fn config(&self) -> &Config {
         &self.loaded.config
     }
+
+    /// Where builds find elements (relative to the config repo) and put images and logs
+    /// (relative to the database's directory unless the config gives absolute paths).
+    pub fn build_dirs(&self) -> crate::builder::BuildDirs {
+        let repo = self.loaded.path.parent().unwrap_or(std::path::Path::new("."));
+        let data = self.paths.state.parent().unwrap_or(std::path::Path::new("."));
+        crate::builder::BuildDirs::from_config(self.config(), repo, data)
+    }
 }
 
 /// One client per provider whose credentials resolve; the others with the reason.

@@ -147,8 +147,21 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
             plan.actions.push(leak(provider, LeakKind::Server, &s.id, format!("erase {provider}: server {} is ours", s.name)));
         }
     }
+    for u in world.uploads.iter().filter(|u| u.provider == provider) {
+        plan.actions.push(Action {
+            address: format!("image_upload.{provider}.{}[{}]", u.image_name, u.id),
+            reason: format!("erase {provider}: upload in state {}", u.state),
+            kind: ActionKind::DeleteUpload {
+                provider: provider.to_owned(),
+                upload_id: u.id.clone(),
+                external_id: u.details.external_id.clone(),
+            },
+        });
+    }
+    let uploaded: std::collections::BTreeSet<&str> =
+        world.uploads.iter().filter_map(|u| u.details.external_id.as_deref()).collect();
     for i in &view.images {
-        if i.properties.get(meta::PROVIDER).map(String::as_str) == Some(provider) {
+        if i.properties.get(meta::PROVIDER).map(String::as_str) == Some(provider) && !uploaded.contains(i.id.as_str()) {
             plan.actions.push(leak(provider, LeakKind::Image, &i.id, format!("erase {provider}: image {} is ours", i.name)));
         }
     }
@@ -172,6 +185,7 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
             });
         }
     }
+    crate::reconcile::plan::order(&mut plan);
     Ok(plan)
 }
 

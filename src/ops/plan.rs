@@ -17,6 +17,11 @@ pub struct Planned {
 pub async fn observe(ws: &mut Workspace, now: i64) -> Result<(World, crate::state::Stamp), OpError> {
     let (mut world, stamp) = observe::read_store(&mut ws.store, now)?;
     world.clouds = observe::observe_clouds(&ws.clients).await;
+    for (provider, client) in &ws.clients {
+        if let Some(f) = &client.credentials().image_format {
+            world.image_formats.insert(provider.clone(), f.clone());
+        }
+    }
     for (provider, why) in &ws.unresolved {
         world.clouds.insert(
             provider.clone(),
@@ -44,8 +49,16 @@ pub async fn observe(ws: &mut Workspace, now: i64) -> Result<(World, crate::stat
 }
 
 pub async fn plan(ws: &mut Workspace, now: i64) -> Result<Planned, OpError> {
+    plan_with(ws, now, &crate::reconcile::plan::PlanOptions::default()).await
+}
+
+pub async fn plan_with(
+    ws: &mut Workspace,
+    now: i64,
+    opts: &crate::reconcile::plan::PlanOptions,
+) -> Result<Planned, OpError> {
     let (world, stamp) = observe(ws, now).await?;
-    let p = crate::reconcile::plan(ws.config(), &world);
+    let p = crate::reconcile::plan::plan_with(ws.config(), &world, opts);
     let doc = PlanDocument {
         format_version: render::FORMAT_VERSION,
         config_revision: ws.revision.clone(),

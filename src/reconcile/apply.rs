@@ -31,7 +31,7 @@ pub enum ApplyError {
 }
 
 /// How apply paces itself.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApplyOptions {
     /// Time between two server lists while waiting for servers to become ACTIVE or go away.
     pub poll_interval: Duration,
@@ -39,6 +39,10 @@ pub struct ApplyOptions {
     pub delete_wait: Duration,
     /// Cloud operations in flight per provider when the provider sets no `max-concurrency`.
     pub default_concurrency: usize,
+    /// Where builds read elements and write images and logs (needed for image actions).
+    pub build_dirs: Option<crate::builder::BuildDirs>,
+    /// Draw upload progress (e.g. an indicatif bar): called with (address, bytes sent, total).
+    pub upload_progress: Option<Arc<dyn Fn(&str, u64, u64) + Send + Sync>>,
 }
 
 impl Default for ApplyOptions {
@@ -47,6 +51,8 @@ impl Default for ApplyOptions {
             poll_interval: Duration::from_secs(2),
             delete_wait: Duration::from_secs(300),
             default_concurrency: 8,
+            build_dirs: None,
+            upload_progress: None,
         }
     }
 }
@@ -77,6 +83,10 @@ pub struct Applier {
     pub plan_id: String,
     pub options: ApplyOptions,
     pub reporter: Reporter,
+    /// Builds finished in this apply: image → build id (for uploads of a planned build).
+    pub built: Mutex<BTreeMap<String, String>>,
+    /// Uploads finished in this apply: upload address → cloud image id (for launches after them).
+    pub uploaded: Mutex<BTreeMap<String, String>>,
 }
 
 /// A node launched (or relaunched) in this apply, waited for until ready or failed.
@@ -139,8 +149,13 @@ impl Applier {
         let mut report = ApplyReport::default();
         self.record_sightings(plan)?;
         let mut by_provider: BTreeMap<String, Vec<(i64, &Action)>> = BTreeMap::new();
+        let mut builds = Vec::new();
         for (seq, a) in plan.actions.iter().enumerate() {
             let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+            if matches!(a.kind, ActionKind::BuildImage { .. } | ActionKind::DeleteBuild { .. }) {
+                builds.push((seq, a));
+                continue;
+            }
             match a.kind.provider() {
                 Some(p) => by_provider.entry(p.to_owned()).or_default().push((seq, a)),
                 None => {
@@ -164,6 +179,28 @@ impl Applier {
                             });
                         }
                     }
+                }
+            }
+        }
+        // Builds run one at a time (they are heavy) before any upload that may need them.
+        for (seq, a) in builds {
+            self.report(ApplyEvent::Started {
+                address: a.address.clone(),
+            });
+            match self.build(seq, a).await {
+                Ok(detail) => {
+                    report.done += 1;
+                    self.report(ApplyEvent::Done {
+                        address: a.address.clone(),
+                        detail,
+                    });
+                }
+                Err(error) => {
+                    report.failed.push((a.address.clone(), error.clone()));
+                    self.report(ApplyEvent::Failed {
+                        address: a.address.clone(),
+                        error,
+                    });
                 }
             }
         }
@@ -287,7 +324,21 @@ impl Applier {
             }
         };
         use futures_util::StreamExt;
-        let outcomes: Vec<Step> = futures_util::stream::iter(actions)
+        // Image actions first: launches in this plan may boot what they upload.
+        let (images, nodes): (Vec<_>, Vec<_>) = actions
+            .into_iter()
+            .partition(|(_, a)| matches!(a.kind, ActionKind::UploadImage { .. } | ActionKind::DeleteUpload { .. }));
+        let mut outcomes: Vec<Step> = futures_util::stream::iter(images)
+            .map(|(seq, a)| async move {
+                self.report(ApplyEvent::Started {
+                    address: a.address.clone(),
+                });
+                self.image_action(client, seq, a).await
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let node_outcomes: Vec<Step> = futures_util::stream::iter(nodes)
             .map(|(seq, a)| {
                 let networks = &networks;
                 async move {
@@ -300,6 +351,7 @@ impl Applier {
             .buffer_unordered(concurrency)
             .collect()
             .await;
+        outcomes.extend(node_outcomes);
         let mut launching = Vec::new();
         let mut deleting = Vec::new();
         for o in outcomes {
@@ -367,6 +419,11 @@ impl Applier {
                 let Some((p, pl, lb)) = self.place(provider, pool, label) else {
                     return failed(format!("{provider}.{pool}.{label} is no longer configured"));
                 };
+                let boot = match self.resolve_after(boot) {
+                    Ok(b) => b,
+                    Err(e) => return failed(e),
+                };
+                let boot = &boot;
                 let (username, ctype, port, python, shell) = launch::connection(&self.config, p, lb);
                 let new = NewNode {
                     provider: provider.clone(),
@@ -454,6 +511,11 @@ impl Applier {
                 let Some((p, pl, lb)) = self.place(&node.provider, &node.pool, &node.label) else {
                     return failed("the node's pool label is no longer configured".into());
                 };
+                let boot = match self.resolve_after(boot) {
+                    Ok(b) => b,
+                    Err(e) => return failed(e),
+                };
+                let boot = &boot;
                 let j = match self.write(|w| {
                     let j = self.journal(w, seq, "relaunch-server", a)?;
                     w.journal_start(j)?;
@@ -609,6 +671,255 @@ impl Applier {
                 }
             }
             other => unreachable!("{other:?} is database-only"),
+        }
+    }
+
+    fn dirs(&self) -> Result<&crate::builder::BuildDirs, String> {
+        self.options
+            .build_dirs
+            .as_ref()
+            .ok_or_else(|| "no build directories configured for image actions".to_owned())
+    }
+
+    /// Build a diskimage, or delete a build's files and record.
+    async fn build(&self, seq: i64, a: &Action) -> Result<String, String> {
+        let dirs = self.dirs()?.clone();
+        match &a.kind {
+            ActionKind::BuildImage { image, formats } => {
+                let Some(di) = self.config.diskimage(image) else {
+                    return Err(format!("diskimage {image} is no longer configured"));
+                };
+                let builder = crate::ops::apply::hostname();
+                let (row, j) = self
+                    .write(|w| {
+                        let row = w.insert_build(&crate::state::NewBuild {
+                            image_name: image.clone(),
+                            builder: Some(builder.clone()),
+                            log_path: None,
+                        })?;
+                        let j = self.journal(w, seq, "build-image", a)?;
+                        w.journal_start(j)?;
+                        Ok((row, j))
+                    })
+                    .map_err(|e| e.to_string())?;
+                let req = crate::builder::BuildRequest::new(di, &row.id, formats.clone(), dirs);
+                let log = req.log_path().display().to_string();
+                let _ = self.write(|w| w.set_build_log(&row.id, &log));
+                match crate::builder::build(&req).await {
+                    Ok(out) => {
+                        let formats: Vec<String> = out.files.iter().map(|f| f.format.clone()).collect();
+                        self.write(|w| {
+                            w.finish_build(&row.id, 0, &formats, i64::try_from(out.total_size).ok())?;
+                            w.journal_done(j).map(|_| ())
+                        })
+                        .map_err(|e| e.to_string())?;
+                        self.built.lock().expect("built lock").insert(image.clone(), row.id.clone());
+                        Ok(format!(
+                            "build {} ready: {} ({} MiB) in {:.1}s",
+                            row.id,
+                            formats.join(", "),
+                            out.total_size / (1024 * 1024),
+                            out.duration.as_secs_f64()
+                        ))
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let code = e.exit_code().unwrap_or(-1);
+                        let _ = self.write(|w| {
+                            w.finish_build(&row.id, code, &[], None)?;
+                            w.journal_fail(j, &msg).map(|_| ())
+                        });
+                        Err(format!("build {} failed: {msg} (log: {log})", row.id))
+                    }
+                }
+            }
+            ActionKind::DeleteBuild { image, build_id } => {
+                let j = self
+                    .write(|w| {
+                        let j = self.journal(w, seq, "delete-build", a)?;
+                        w.journal_start(j)?;
+                        if let Some(b) = w.read().build(build_id)?
+                            && b.state != crate::state::BuildState::Deleting
+                        {
+                            w.set_build_state(build_id, crate::state::BuildState::Deleting)?;
+                        }
+                        Ok(j)
+                    })
+                    .map_err(|e| e.to_string())?;
+                let r = crate::builder::dib::remove_build_files(&dirs, image, build_id)
+                    .map_err(|e| format!("cannot remove the files of build {build_id}: {e}"));
+                let r = r.and_then(|()| {
+                    self.write(|w| {
+                        w.remove_build(build_id)?;
+                        w.journal_done(j).map(|_| ())
+                    })
+                    .map_err(|e| e.to_string())
+                });
+                self.finish_if_err(j, &r);
+                r.map(|()| "files and record removed".to_owned())
+            }
+            other => unreachable!("{other:?} is not a build action"),
+        }
+    }
+
+    fn finish_if_err(&self, journal: i64, r: &Result<(), String>) {
+        if let Err(e) = r {
+            self.finish(journal, &Err(e.clone()));
+        }
+    }
+
+    /// Upload a build to this provider, or delete an upload.
+    async fn image_action(&self, client: &OpenStackClient, seq: i64, a: &Action) -> Step {
+        let failed = |e: String| Step::Failed(a.address.clone(), e);
+        match &a.kind {
+            ActionKind::UploadImage {
+                provider,
+                image,
+                build,
+                format,
+            } => {
+                let dirs = match self.dirs() {
+                    Ok(d) => d,
+                    Err(e) => return failed(e),
+                };
+                let build_id = match build {
+                    super::plan::BuildRef::Existing(id) => id.clone(),
+                    super::plan::BuildRef::Planned => match self.built.lock().expect("built lock").get(image) {
+                        Some(id) => id.clone(),
+                        None => return failed(format!("image_build.{image} did not complete, so there is nothing to upload")),
+                    },
+                };
+                let Some(p) = self.config.provider(provider) else {
+                    return failed(format!("provider {provider} is no longer configured"));
+                };
+                let Some(pd) = p.diskimages.iter().find(|d| &d.name == image) else {
+                    return failed(format!("provider {provider} no longer lists {image}"));
+                };
+                let file = match crate::builder::dib::built_file(dirs, image, &build_id, format) {
+                    Ok(f) => f,
+                    Err(e) => return failed(e.to_string()),
+                };
+                let prepared = self.write(|w| {
+                    let row = w.insert_upload(&crate::state::NewUpload {
+                        build_id: Some(build_id.clone()),
+                        image_name: image.clone(),
+                        provider: provider.clone(),
+                        format: Some(format.clone()),
+                        external_name: String::new(),
+                    })?;
+                    let j = self.journal(w, seq, "upload-image", a)?;
+                    w.journal_start(j)?;
+                    Ok((row, j))
+                });
+                let (row, j) = match prepared {
+                    Ok(x) => x,
+                    Err(e) => return failed(e.to_string()),
+                };
+                let mut req = crate::builder::UploadRequest::new(p, pd, &build_id, &row.id, file);
+                if let Some(progress) = &self.options.upload_progress {
+                    let progress = Arc::clone(progress);
+                    let address = a.address.clone();
+                    req.progress = Some(Arc::new(move |u: crate::cloud::UploadProgress| {
+                        progress(&address, u.sent, u.total)
+                    }));
+                }
+                match crate::builder::upload(client, &req).await {
+                    Ok(up) => {
+                        let r = self.write(|w| {
+                            w.update_upload(&row.id, |d| {
+                                d.external_id = Some(up.external_id.clone());
+                                d.external_name = up.external_name.clone();
+                                d.attempts += 1;
+                            })?;
+                            w.set_upload_state(&row.id, crate::state::UploadState::Ready)?;
+                            w.journal_done(j).map(|_| ())
+                        });
+                        if let Err(e) = r {
+                            return failed(e.to_string());
+                        }
+                        self.uploaded
+                            .lock()
+                            .expect("uploaded lock")
+                            .insert(a.address.clone(), up.external_id.clone());
+                        Step::Done(
+                            a.address.clone(),
+                            format!("upload {} ready: {} ({})", row.id, up.external_name, up.external_id),
+                        )
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let leftover = e.leftover_image().map(str::to_owned);
+                        let _ = self.write(|w| {
+                            w.update_upload(&row.id, |d| {
+                                d.last_error = Some(msg.clone());
+                                d.external_id = leftover.clone();
+                                d.attempts += 1;
+                            })?;
+                            w.set_upload_state(&row.id, crate::state::UploadState::Failed)?;
+                            w.journal_fail(j, &msg).map(|_| ())
+                        });
+                        failed(format!("upload {} failed: {msg}", row.id))
+                    }
+                }
+            }
+            ActionKind::DeleteUpload {
+                upload_id,
+                external_id,
+                ..
+            } => {
+                let j = match self.write(|w| {
+                    let j = self.journal(w, seq, "delete-image", a)?;
+                    w.journal_start(j)?;
+                    if let Some(u) = w.read().upload(upload_id)?
+                        && u.state != crate::state::UploadState::Deleting
+                    {
+                        w.set_upload_state(upload_id, crate::state::UploadState::Deleting)?;
+                    }
+                    Ok(j)
+                }) {
+                    Ok(j) => j,
+                    Err(e) => return failed(e.to_string()),
+                };
+                if let Some(id) = external_id {
+                    let r = match client.delete_image(id).await {
+                        Err(e) if e.is_not_found() => Ok(()),
+                        other => other,
+                    };
+                    if let Err(e) = r {
+                        // The record stays `deleting`: the next plan tries again.
+                        let msg = e.to_string();
+                        self.finish(j, &Err(msg.clone()));
+                        return failed(msg);
+                    }
+                }
+                match self.write(|w| {
+                    if w.read().upload(upload_id)?.is_some() {
+                        w.remove_upload(upload_id)?;
+                    }
+                    w.journal_done(j).map(|_| ())
+                }) {
+                    Ok(()) => Step::Done(a.address.clone(), "image and record removed".into()),
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            other => unreachable!("{other:?} is not an image action"),
+        }
+    }
+
+    /// A boot that waits for an upload of this apply gets that upload's image id.
+    fn resolve_after(&self, boot: &Boot) -> Result<Boot, String> {
+        let Some(after) = &boot.after else {
+            return Ok(boot.clone());
+        };
+        let uploaded = self.uploaded.lock().expect("uploaded lock");
+        match uploaded.get(after) {
+            Some(id) => {
+                let mut b = boot.clone();
+                b.image_id = id.clone();
+                b.after = None;
+                Ok(b)
+            }
+            None => Err(format!("{after} did not complete, so there is no image to boot")),
         }
     }
 
@@ -898,6 +1209,10 @@ fn kind_name(k: &ActionKind) -> &'static str {
         ActionKind::LaunchNode { .. } => "create-server",
         ActionKind::RelaunchNode { .. } => "relaunch-server",
         ActionKind::MarkReady { .. } => "mark-ready",
+        ActionKind::BuildImage { .. } => "build-image",
+        ActionKind::UploadImage { .. } => "upload-image",
+        ActionKind::DeleteUpload { .. } => "delete-image",
+        ActionKind::DeleteBuild { .. } => "delete-build",
         ActionKind::AwaitServer { .. } => "await-server",
         ActionKind::AdoptServer { .. } => "adopt-server",
         ActionKind::DeleteNode { .. } => "delete-server",

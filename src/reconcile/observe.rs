@@ -24,6 +24,7 @@ pub fn read_store(store: &mut Store, now: i64) -> Result<(World, Stamp), StateEr
         uploads: r.uploads()?,
         leak_sightings: r.leak_sightings()?,
         clouds: BTreeMap::new(),
+        image_formats: BTreeMap::new(),
     };
     let stamp = r.stamp()?;
     Ok((world, stamp))

@@ -48,7 +48,8 @@ pub fn config_diff(old_label: &str, old: &str, new_label: &str, new: &str) -> Op
 fn section(address: &str) -> &str {
     let mut parts = address.split('.');
     match (parts.next(), parts.next()) {
-        (Some("node" | "leak" | "provider"), Some(p)) => p,
+        (Some("node" | "leak" | "provider" | "image_upload"), Some(p)) => p,
+        (Some("image_build"), _) => "images",
         (Some("request"), _) => "requests",
         (Some("label"), _) => "labels",
         _ => "other",
@@ -126,5 +127,7 @@ mod tests {
         assert_eq!(section("node.east.main.x[1]"), "east");
         assert_eq!(section("leak.west.port.abc"), "west");
         assert_eq!(section("request.0000000001"), "requests");
+        assert_eq!(section("image_build.ubuntu[0000000002]"), "images");
+        assert_eq!(section("image_upload.east.ubuntu"), "east");
     }
 }

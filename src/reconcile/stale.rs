@@ -41,7 +41,17 @@ fn node_fp(world: &World, id: &str) -> String {
 
 fn fingerprint(kind: &ActionKind, world: &World) -> Option<String> {
     Some(match kind {
-        ActionKind::LaunchNode { .. } => return None,
+        ActionKind::LaunchNode { .. } | ActionKind::BuildImage { .. } | ActionKind::UploadImage { .. } => return None,
+        ActionKind::DeleteUpload { upload_id, .. } => world
+            .uploads
+            .iter()
+            .find(|u| &u.id == upload_id)
+            .map_or_else(|| "absent".to_owned(), |u| format!("{}@{}", u.state, u.state_time)),
+        ActionKind::DeleteBuild { build_id, .. } => world
+            .builds
+            .iter()
+            .find(|b| &b.id == build_id)
+            .map_or_else(|| "absent".to_owned(), |b| format!("{}@{}", b.state, b.state_time)),
         ActionKind::RelaunchNode { node_id, .. }
         | ActionKind::MarkReady { node_id, .. }
         | ActionKind::AwaitServer { node_id, .. }

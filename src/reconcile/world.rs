@@ -38,6 +38,10 @@ pub struct World {
     /// Per provider name: what its cloud showed, or why it could not be observed.
     #[serde(default)]
     pub clouds: BTreeMap<String, CloudState>,
+    /// Per provider name: the image format its cloud takes (clouds.yaml `image_format`);
+    /// qcow2 when absent.
+    #[serde(default)]
+    pub image_formats: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

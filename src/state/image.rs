@@ -596,3 +596,13 @@ mod tests {
         assert!(!BuildState::Failed.can_transition_to(BuildState::Ready));
     }
 }
+
+impl WriteTx<'_> {
+    /// Records where a build's log is (known once its id is).
+    pub fn set_build_log(&self, id: &str, log_path: &str) -> Result<(), StateError> {
+        self.tx
+            .prepare_cached("UPDATE image_builds SET log_path = ?2 WHERE id = ?1")?
+            .execute(params![id, log_path])?;
+        Ok(())
+    }
+}

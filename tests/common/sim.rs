@@ -68,7 +68,7 @@ impl Env {
         let options = ApplyOptions {
             poll_interval: Duration::from_millis(50),
             delete_wait: Duration::from_secs(20),
-            default_concurrency: 8,
+            ..ApplyOptions::default()
         };
         let (report, _) = ops::apply::apply(ws, &planned.doc, lease, options, Arc::new(|_| {}))
             .await

@@ -8,13 +8,27 @@ use crate::state::UploadState;
 /// Resolve image and flavor for `label` of `pool` in `provider`, or say why it cannot boot.
 pub fn resolve(
     world: &World,
+    planned: &super::Plan,
     view: &CloudView,
     provider: &OpenStackProvider,
     pool: &Pool,
     label: &PoolLabel,
     nth: u64,
 ) -> Result<Boot, String> {
-    let (image_id, image_name, upload_id) = image(world, view, provider, label)?;
+    let (image_id, image_name, upload_id, after) = match image(world, view, provider, label) {
+        Ok((id, name, upload)) => (id, name, upload, None),
+        Err(e) => {
+            // A diskimage whose upload to this provider is planned above boots once it is done.
+            let pending = label.diskimage.as_ref().and_then(|d| {
+                let address = format!("image_upload.{}.{d}", provider.name);
+                planned.actions.iter().any(|a| a.address == address).then_some((d.clone(), address))
+            });
+            match pending {
+                Some((d, address)) => (String::new(), d, None, Some(address)),
+                None => return Err(e),
+            }
+        }
+    };
     let flavor = flavor(view, label)?;
     let az = (!pool.availability_zones.is_empty()).then(|| {
         let i = usize::try_from(nth).unwrap_or(0) % pool.availability_zones.len();
@@ -23,6 +37,7 @@ pub fn resolve(
     Ok(Boot {
         image_id,
         image_name,
+        after,
         upload_id,
         flavor_id: flavor.id.clone(),
         flavor_name: flavor.name.clone(),

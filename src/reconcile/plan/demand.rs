@@ -168,7 +168,10 @@ impl Demand<'_> {
         self.out.notes.push(Note { address, message });
     }
 
-    fn launch(&mut self, slot: &Slot<'_>, boot: Boot, request: Option<&str>, reason: String) {
+    fn launch(&mut self, slot: &Slot<'_>, boot: Boot, request: Option<&str>, mut reason: String) {
+        if let Some(after) = &boot.after {
+            reason.push_str(&format!("; boots once {after} is done"));
+        }
         let key = (
             slot.provider.name.clone(),
             slot.pool.name.clone(),
@@ -203,7 +206,7 @@ impl Demand<'_> {
             .view(&slot.provider.name)
             .ok_or_else(|| format!("provider {} could not be observed", slot.provider.name))?;
         let nth = self.cap.pool_servers(&slot.provider.name, &slot.pool.name);
-        let boot = boot::resolve(self.world, view, slot.provider, slot.pool, slot.label, nth)?;
+        let boot = boot::resolve(self.world, self.out, view, slot.provider, slot.pool, slot.label, nth)?;
         let size = Size::server(boot.vcpus, boot.ram_mb);
         let mut with_extra = size;
         with_extra.add(extra);

@@ -8,6 +8,7 @@
 mod boot;
 mod capacity;
 mod demand;
+pub mod images;
 mod leaks;
 mod nodes;
 
@@ -114,6 +115,10 @@ pub struct Boot {
     pub image_id: String,
     /// The diskimage or cloud-image name (for the record).
     pub image_name: String,
+    /// The address of the upload planned in this plan that provides the image; `image_id`
+    /// is then known only once that upload is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
     /// Our upload record, when booting a diskimage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_id: Option<String>,
@@ -125,9 +130,45 @@ pub struct Boot {
     pub az: Option<String>,
 }
 
+/// Which build an upload takes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildRef {
+    /// A ready build that exists.
+    Existing(String),
+    /// The build of the same image planned in this plan (applied first).
+    Planned,
+}
+
+/// What the plan is asked to consider beyond the world itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Diskimages to build now whatever their age (`nodepool image-build`).
+    pub force_builds: std::collections::BTreeSet<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ActionKind {
+    /// Build a diskimage in these formats.
+    BuildImage { image: String, formats: Vec<String> },
+    /// Upload a build to a provider.
+    UploadImage {
+        provider: String,
+        image: String,
+        build: BuildRef,
+        /// The file format uploaded (the provider's `image_format`).
+        format: String,
+    },
+    /// Delete an upload: its cloud image (if any) and its record.
+    DeleteUpload {
+        provider: String,
+        upload_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_id: Option<String>,
+    },
+    /// Delete a build: its local files and its record.
+    DeleteBuild { image: String, build_id: String },
     /// Launch a new node.
     LaunchNode {
         provider: String,
@@ -194,7 +235,10 @@ pub enum ActionKind {
 impl ActionKind {
     pub fn change(&self) -> Change {
         match self {
-            ActionKind::LaunchNode { .. } => Change::Create,
+            ActionKind::LaunchNode { .. } | ActionKind::BuildImage { .. } | ActionKind::UploadImage { .. } => {
+                Change::Create
+            }
+            ActionKind::DeleteUpload { .. } | ActionKind::DeleteBuild { .. } => Change::Delete,
             ActionKind::RelaunchNode { .. } => Change::Replace,
             ActionKind::MarkReady { .. }
             | ActionKind::AwaitServer { .. }
@@ -215,6 +259,8 @@ impl ActionKind {
             ActionKind::LaunchNode { provider, .. }
             | ActionKind::RelaunchNode { provider, .. }
             | ActionKind::AwaitServer { provider, .. }
+            | ActionKind::UploadImage { provider, .. }
+            | ActionKind::DeleteUpload { provider, .. }
             | ActionKind::DeleteNode { provider, .. }
             | ActionKind::DeleteLeak { provider, .. } => Some(provider),
             _ => None,
@@ -273,8 +319,15 @@ pub fn node_address(provider: &str, pool: &str, label: &str, id: &str) -> String
 
 /// Compute the plan. Pure: see the module docs.
 pub fn plan(config: &Config, world: &World) -> Plan {
+    plan_with(config, world, &PlanOptions::default())
+}
+
+/// [`plan`] with options.
+pub fn plan_with(config: &Config, world: &World, opts: &PlanOptions) -> Plan {
     let mut out = Plan::default();
     let mut cap = capacity::Capacity::new(config, world);
+    // 0. Images: builds, uploads, rotation (launches below may boot a planned upload).
+    images::plan_images(config, world, opts, &mut out);
     // 1. Existing nodes: their lifecycle, drains, expiries, stale records.
     nodes::plan_nodes(config, world, &mut cap, &mut out);
     // 2. Resources in the clouds that nothing owns.
@@ -287,7 +340,7 @@ pub fn plan(config: &Config, world: &World) -> Plan {
 
 /// Deletions free capacity, so they come first; then changes, then launches. Within a kind,
 /// by address, so the plan reads the same every time.
-fn order(plan: &mut Plan) {
+pub fn order(plan: &mut Plan) {
     plan.actions.sort_by(|a, b| {
         let rank = |x: &Action| match x.kind.change() {
             Change::Delete => 0,

@@ -67,7 +67,7 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
         };
         let server = find_server(node, &view.servers);
         let size = node_size(node, Some(view));
-        let decision = decide(config, world, node, server, cap);
+        let decision = decide(config, world, out, node, server, cap);
         match &decision {
             Some(a) if matches!(a.kind, ActionKind::ForgetNode { .. }) => {}
             _ => cap.count(&node.provider, &node.pool, size),
@@ -124,6 +124,7 @@ fn forget(node: &Node, reason: String) -> Option<Action> {
 fn decide(
     config: &Config,
     world: &World,
+    planned: &Plan,
     node: &Node,
     server: Option<&ObservedServer>,
     cap: &Capacity,
@@ -158,7 +159,7 @@ fn decide(
                     .unwrap_or_default()
             ),
         ),
-        NodeState::Init | NodeState::Building => launching(world, node, server, &place, cap),
+        NodeState::Init | NodeState::Building => launching(world, planned, node, server, &place, cap),
         NodeState::Ready | NodeState::InUse | NodeState::Hold => {
             let Some(s) = server else {
                 return forget(
@@ -221,6 +222,7 @@ fn fault(s: &ObservedServer) -> String {
 /// A node being launched: adopt, mark ready, retry or give up.
 fn launching(
     world: &World,
+    planned: &Plan,
     node: &Node,
     server: Option<&ObservedServer>,
     place: &Place<'_>,
@@ -254,7 +256,7 @@ fn launching(
         }
         let view = world.view(&node.provider)?;
         let nth = cap.pool_servers(&node.provider, &node.pool);
-        match boot::resolve(world, view, provider, pool, label, nth) {
+        match boot::resolve(world, planned, view, provider, pool, label, nth) {
             Ok(boot) => action(
                 ActionKind::RelaunchNode {
                     node_id: node.id.clone(),
@@ -315,7 +317,7 @@ fn launching(
                     node_id: node.id.clone(),
                     provider: node.provider.clone(),
                     server_id: s.id.clone(),
-                    boot: boot::resolve(world, view, provider, pool, label, nth).ok(),
+                    boot: boot::resolve(world, planned, view, provider, pool, label, nth).ok(),
                 },
                 format!(
                     "server {} is {} for {}; waiting up to boot-timeout {} s",
