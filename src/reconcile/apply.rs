@@ -85,8 +85,9 @@ pub struct Applier {
     pub reporter: Reporter,
     /// Builds finished in this apply: image → build id (for uploads of a planned build).
     pub built: Mutex<BTreeMap<String, String>>,
-    /// Uploads finished in this apply: upload address → cloud image id (for launches after them).
-    pub uploaded: Mutex<BTreeMap<String, String>>,
+    /// Uploads finished in this apply: upload address → (cloud image id, upload id), for
+    /// launches after them.
+    pub uploaded: Mutex<BTreeMap<String, (String, String)>>,
 }
 
 /// A node launched (or relaunched) in this apply, waited for until ready or failed.
@@ -840,7 +841,7 @@ impl Applier {
                         self.uploaded
                             .lock()
                             .expect("uploaded lock")
-                            .insert(a.address.clone(), up.external_id.clone());
+                            .insert(a.address.clone(), (up.external_id.clone(), row.id.clone()));
                         Step::Done(
                             a.address.clone(),
                             format!("upload {} ready: {} ({})", row.id, up.external_name, up.external_id),
@@ -913,9 +914,10 @@ impl Applier {
         };
         let uploaded = self.uploaded.lock().expect("uploaded lock");
         match uploaded.get(after) {
-            Some(id) => {
+            Some((image_id, upload_id)) => {
                 let mut b = boot.clone();
-                b.image_id = id.clone();
+                b.image_id = image_id.clone();
+                b.upload_id = Some(upload_id.clone());
                 b.after = None;
                 Ok(b)
             }
