@@ -8,3 +8,4 @@ pub mod config;
 pub mod reconcile;
 pub mod secret;
 pub mod state;
+pub mod watch;
