@@ -45,10 +45,22 @@ async fn measure(debounce: Debounce) -> Figures {
 
     let (tx, mut rx) = mpsc::channel(16);
     let _watcher = RefWatcher::start(dir, Some(Path::new("nodepool.yaml")), tx, debounce).unwrap();
-    let mut figures = Figures { commit: Vec::new(), trigger: Vec::new() };
+    let mut figures = Figures {
+        commit: Vec::new(),
+        trigger: Vec::new(),
+    };
     for i in 0..SAMPLES {
         let start = Instant::now();
-        git(dir, &["commit", "-q", "--allow-empty", "-m", &format!("sample {i}")]);
+        git(
+            dir,
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                &format!("sample {i}"),
+            ],
+        );
         figures.commit.push(start.elapsed());
         let trigger = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
@@ -68,16 +80,33 @@ fn ms(d: Duration) -> String {
 
 fn summary(mut v: Vec<Duration>) -> String {
     v.sort();
-    format!("median {}, min {}, p90 {}, max {}", ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() * 9 / 10]), ms(v[v.len() - 1]))
+    format!(
+        "median {}, min {}, p90 {}, max {}",
+        ms(v[v.len() / 2]),
+        ms(v[0]),
+        ms(v[v.len() * 9 / 10]),
+        ms(v[v.len() - 1])
+    )
 }
 
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing we need to read.
-    println!("watch_latency: `git commit` in a watched local repo → debounced trigger ({SAMPLES} samples each)");
+    println!(
+        "watch_latency: `git commit` in a watched local repo → debounced trigger ({SAMPLES} samples each)"
+    );
     for (name, debounce) in [
-        ("default debounce (150 ms quiet, 1 s max)", Debounce::default()),
-        ("short debounce (50 ms quiet, 1 s max)", Debounce { quiet: Duration::from_millis(50), max_delay: Duration::from_secs(1) }),
+        (
+            "default debounce (150 ms quiet, 1 s max)",
+            Debounce::default(),
+        ),
+        (
+            "short debounce (50 ms quiet, 1 s max)",
+            Debounce {
+                quiet: Duration::from_millis(50),
+                max_delay: Duration::from_secs(1),
+            },
+        ),
     ] {
         let figures = measure(debounce).await;
         println!("  {name}:");

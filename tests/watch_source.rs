@@ -28,7 +28,11 @@ fn a_committed_config_is_named_by_branch_and_short_sha() {
     assert!(!rev.is_dirty());
     assert_eq!(rev.to_string(), rev.id);
     assert_eq!(source.read_config(&rev).unwrap(), V1);
-    assert_eq!(source.fetch().unwrap(), rev, "a local source has nothing to fetch");
+    assert_eq!(
+        source.fetch().unwrap(),
+        rev,
+        "a local source has nothing to fetch"
+    );
 }
 
 #[test]
@@ -41,9 +45,16 @@ fn uncommitted_edits_make_a_dirty_revision_named_by_content() {
 
     std::fs::write(&file, V2).unwrap();
     let dirty = source.current().unwrap();
-    assert_eq!(dirty.id, format!("main@{}+dirty.{}", &sha[..7], sha256_prefix(V2.as_bytes())));
+    assert_eq!(
+        dirty.id,
+        format!("main@{}+dirty.{}", &sha[..7], sha256_prefix(V2.as_bytes()))
+    );
     assert_eq!(dirty.commit.as_deref(), Some(sha.as_str()));
-    assert_eq!(source.read_config(&dirty).unwrap(), V2, "read from the work tree");
+    assert_eq!(
+        source.read_config(&dirty).unwrap(),
+        V2,
+        "read from the work tree"
+    );
 
     // Staged but not committed still differs from HEAD.
     git(tmp.path(), &["add", "nodepool.yaml"]);
@@ -53,7 +64,10 @@ fn uncommitted_edits_make_a_dirty_revision_named_by_content() {
     std::fs::write(&file, "labels: []\n").unwrap();
     let dirtier = source.current().unwrap();
     assert_ne!(dirtier.id, dirty.id);
-    assert!(matches!(source.read_config(&dirty), Err(WatchError::StaleRevision { .. })));
+    assert!(matches!(
+        source.read_config(&dirty),
+        Err(WatchError::StaleRevision { .. })
+    ));
 
     // Back to the committed text (even with a different version staged): clean again.
     std::fs::write(&file, V1).unwrap();
@@ -80,12 +94,30 @@ fn files_are_read_at_old_commits() {
     let rel = Path::new("nodepool.yaml");
     assert_eq!(source.read_file_at(&one, rel).unwrap().as_deref(), Some(V1));
     assert_eq!(source.read_file_at(&two, rel).unwrap().as_deref(), Some(V2));
-    assert_eq!(source.read_file_at(&one[..7], rel).unwrap().as_deref(), Some(V1), "abbreviated ids work");
-    assert_eq!(source.read_file_at(&one, Path::new("elements/custom/README")).unwrap(), None);
-    assert_eq!(source.read_file_at(&one, Path::new("elements")).unwrap(), None, "a directory is not a file");
-    let err = source.read_file_at("0123456789abcdef0123456789abcdef01234567", rel).unwrap_err();
+    assert_eq!(
+        source.read_file_at(&one[..7], rel).unwrap().as_deref(),
+        Some(V1),
+        "abbreviated ids work"
+    );
+    assert_eq!(
+        source
+            .read_file_at(&one, Path::new("elements/custom/README"))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        source.read_file_at(&one, Path::new("elements")).unwrap(),
+        None,
+        "a directory is not a file"
+    );
+    let err = source
+        .read_file_at("0123456789abcdef0123456789abcdef01234567", rel)
+        .unwrap_err();
     assert!(matches!(err, WatchError::CommitNotFound { .. }), "{err}");
-    assert!(matches!(source.read_file_at(&one, Path::new("../etc/passwd")), Err(WatchError::InvalidSpec(_))));
+    assert!(matches!(
+        source.read_file_at(&one, Path::new("../etc/passwd")),
+        Err(WatchError::InvalidSpec(_))
+    ));
 }
 
 #[test]
@@ -95,16 +127,25 @@ fn branches_detached_heads_and_unborn_repositories() {
     std::fs::write(tmp.path().join("nodepool.yaml"), V1).unwrap();
     let source = local(tmp.path());
     let unborn = source.current().unwrap();
-    assert_eq!(unborn.id, format!("main@unborn+dirty.{}", sha256_prefix(V1.as_bytes())));
+    assert_eq!(
+        unborn.id,
+        format!("main@unborn+dirty.{}", sha256_prefix(V1.as_bytes()))
+    );
     assert_eq!(unborn.commit, None);
     assert_eq!(source.read_config(&unborn).unwrap(), V1);
 
     let sha = commit_file(tmp.path(), "nodepool.yaml", V1, "one");
     git(tmp.path(), &["checkout", "-q", "-b", "staging"]);
-    assert_eq!(source.current().unwrap().id, format!("staging@{}", &sha[..7]));
+    assert_eq!(
+        source.current().unwrap().id,
+        format!("staging@{}", &sha[..7])
+    );
     git(tmp.path(), &["checkout", "-q", "--detach"]);
     let detached = source.current().unwrap();
-    assert_eq!((detached.id.as_str(), detached.branch.as_deref()), (format!("detached@{}", &sha[..7]).as_str(), None));
+    assert_eq!(
+        (detached.id.as_str(), detached.branch.as_deref()),
+        (format!("detached@{}", &sha[..7]).as_str(), None)
+    );
 }
 
 #[test]
@@ -112,11 +153,16 @@ fn a_config_file_in_a_subdirectory() {
     let tmp = tempfile::tempdir().unwrap();
     init(tmp.path());
     commit_file(tmp.path(), "etc/nodepool/nodepool.yaml", V1, "one");
-    let source = ConfigSource::open(SourceSpec::local(tmp.path()).config_file("etc/nodepool/nodepool.yaml")).unwrap();
+    let source =
+        ConfigSource::open(SourceSpec::local(tmp.path()).config_file("etc/nodepool/nodepool.yaml"))
+            .unwrap();
     let rev = source.current().unwrap();
     assert_eq!(source.read_config(&rev).unwrap(), V1);
     let outside = SourceSpec::local(tmp.path()).config_file("../nodepool.yaml");
-    assert!(matches!(ConfigSource::open(outside), Err(WatchError::InvalidSpec(_))));
+    assert!(matches!(
+        ConfigSource::open(outside),
+        Err(WatchError::InvalidSpec(_))
+    ));
 }
 
 #[test]
@@ -124,7 +170,10 @@ fn not_a_repository_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let err = ConfigSource::open(SourceSpec::local(tmp.path())).unwrap_err();
     assert!(matches!(err, WatchError::NotARepository { .. }), "{err}");
-    assert!(err.to_string().contains(&tmp.path().display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&tmp.path().display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -134,7 +183,10 @@ fn a_local_bare_repository_is_read_at_head() {
     let bare = tmp.path().join("config.git");
     init(&work);
     let sha = commit_file(&work, "nodepool.yaml", V1, "one");
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main", "config.git"]);
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "config.git"],
+    );
     git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
     let source = local(&bare);
     let rev = source.current().unwrap();
@@ -156,12 +208,22 @@ fn materialize_gives_the_work_tree_or_a_checkout_of_an_old_commit() {
     let current = source.current().unwrap();
 
     let dir = source.materialize(&current, &scratch).unwrap();
-    assert_eq!(dir.canonicalize().unwrap(), repo.canonicalize().unwrap(), "the current state is the work tree");
+    assert_eq!(
+        dir.canonicalize().unwrap(),
+        repo.canonicalize().unwrap(),
+        "the current state is the work tree"
+    );
 
     let dir = source.materialize(&old, &scratch).unwrap();
     assert_eq!(dir, scratch.join(old.commit.as_ref().unwrap()));
-    assert_eq!(std::fs::read_to_string(dir.join("nodepool.yaml")).unwrap(), V1);
-    assert_eq!(std::fs::read_to_string(dir.join("elements/custom/element-deps")).unwrap(), "base\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("nodepool.yaml")).unwrap(),
+        V1
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("elements/custom/element-deps")).unwrap(),
+        "base\n"
+    );
     assert!(!dir.join(".git").exists());
     // Reused, not checked out again; nothing else left behind.
     std::fs::write(dir.join("marker"), "").unwrap();
@@ -173,9 +235,15 @@ fn materialize_gives_the_work_tree_or_a_checkout_of_an_old_commit() {
     std::fs::write(repo.join("nodepool.yaml"), "labels: []\n").unwrap();
     let dirty = source.current().unwrap();
     std::fs::write(repo.join("nodepool.yaml"), "labels: [] # again\n").unwrap();
-    assert!(matches!(source.materialize(&dirty, &scratch), Err(WatchError::StaleRevision { .. })));
+    assert!(matches!(
+        source.materialize(&dirty, &scratch),
+        Err(WatchError::StaleRevision { .. })
+    ));
 
-    assert_eq!(ConfigSource::prune_materialized(&scratch, &[&current]).unwrap(), 1);
+    assert_eq!(
+        ConfigSource::prune_materialized(&scratch, &[&current]).unwrap(),
+        1
+    );
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 }
 
@@ -185,7 +253,11 @@ fn file_url(path: &Path) -> String {
 
 #[test]
 fn a_file_remote_is_mirrored_and_fetched_after_new_commits() {
-    for backend in [FetchBackend::Libgit2, FetchBackend::GitCli, FetchBackend::Auto] {
+    for backend in [
+        FetchBackend::Libgit2,
+        FetchBackend::GitCli,
+        FetchBackend::Auto,
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let upstream = tmp.path().join("upstream");
         let data = tmp.path().join("data");
@@ -195,7 +267,10 @@ fn a_file_remote_is_mirrored_and_fetched_after_new_commits() {
         let spec = SourceSpec::remote(file_url(&upstream), "main", &data).fetch_backend(backend);
         let source = ConfigSource::open(spec.clone()).unwrap();
         let err = source.current().unwrap_err();
-        assert!(err.to_string().contains("not fetched yet"), "{backend:?}: {err}");
+        assert!(
+            err.to_string().contains("not fetched yet"),
+            "{backend:?}: {err}"
+        );
 
         let first = source.fetch().unwrap();
         assert_eq!(first.id, format!("main@{}", &one[..7]), "{backend:?}");
@@ -208,9 +283,20 @@ fn a_file_remote_is_mirrored_and_fetched_after_new_commits() {
         let second = source.fetch().unwrap();
         assert_eq!(second.commit.as_deref(), Some(two.as_str()), "{backend:?}");
         assert_eq!(source.read_config(&second).unwrap(), V2);
-        assert_eq!(source.read_file_at(&one, Path::new("nodepool.yaml")).unwrap().as_deref(), Some(V1));
-        let dir = source.materialize(&first, &tmp.path().join("checkouts")).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("nodepool.yaml")).unwrap(), V1);
+        assert_eq!(
+            source
+                .read_file_at(&one, Path::new("nodepool.yaml"))
+                .unwrap()
+                .as_deref(),
+            Some(V1)
+        );
+        let dir = source
+            .materialize(&first, &tmp.path().join("checkouts"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("nodepool.yaml")).unwrap(),
+            V1
+        );
 
         // The mirror persists: a new ConfigSource (a restarted daemon) knows the last fetch.
         assert_eq!(ConfigSource::open(spec).unwrap().current().unwrap(), second);
@@ -218,7 +304,11 @@ fn a_file_remote_is_mirrored_and_fetched_after_new_commits() {
         // A force-push upstream (history rewritten) is followed.
         git(&upstream, &["reset", "-q", "--hard", &one]);
         let three = commit_file(&upstream, "nodepool.yaml", "labels: []\n", "rewritten");
-        assert_eq!(source.fetch().unwrap().commit.as_deref(), Some(three.as_str()), "{backend:?}");
+        assert_eq!(
+            source.fetch().unwrap().commit.as_deref(),
+            Some(three.as_str()),
+            "{backend:?}"
+        );
     }
 }
 
@@ -228,8 +318,16 @@ fn a_plain_path_remote_works_too() {
     let upstream = tmp.path().join("upstream");
     init(&upstream);
     let sha = commit_file(&upstream, "nodepool.yaml", V1, "one");
-    let source = ConfigSource::open(SourceSpec::remote(upstream.to_str().unwrap(), "main", tmp.path().join("d"))).unwrap();
-    assert_eq!(source.fetch().unwrap().commit.as_deref(), Some(sha.as_str()));
+    let source = ConfigSource::open(SourceSpec::remote(
+        upstream.to_str().unwrap(),
+        "main",
+        tmp.path().join("d"),
+    ))
+    .unwrap();
+    assert_eq!(
+        source.fetch().unwrap().commit.as_deref(),
+        Some(sha.as_str())
+    );
 }
 
 #[test]
@@ -237,11 +335,22 @@ fn bad_urls_and_branches_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-repo");
     for backend in [FetchBackend::Libgit2, FetchBackend::GitCli] {
-        let spec = SourceSpec::remote(file_url(&missing), "main", tmp.path().join(format!("d-{backend:?}"))).fetch_backend(backend);
+        let spec = SourceSpec::remote(
+            file_url(&missing),
+            "main",
+            tmp.path().join(format!("d-{backend:?}")),
+        )
+        .fetch_backend(backend);
         let err = ConfigSource::open(spec).unwrap().fetch().unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, WatchError::Fetch { .. }), "{backend:?}: {text}");
-        assert!(text.contains("no-such-repo") && text.contains("branch main"), "{backend:?}: {text}");
+        assert!(
+            matches!(err, WatchError::Fetch { .. }),
+            "{backend:?}: {text}"
+        );
+        assert!(
+            text.contains("no-such-repo") && text.contains("branch main"),
+            "{backend:?}: {text}"
+        );
     }
 
     // A branch the remote does not have.
@@ -249,25 +358,48 @@ fn bad_urls_and_branches_give_clear_errors() {
     init(&upstream);
     commit_file(&upstream, "nodepool.yaml", V1, "one");
     for backend in [FetchBackend::Libgit2, FetchBackend::GitCli] {
-        let spec = SourceSpec::remote(file_url(&upstream), "nope", tmp.path().join(format!("b-{backend:?}"))).fetch_backend(backend);
+        let spec = SourceSpec::remote(
+            file_url(&upstream),
+            "nope",
+            tmp.path().join(format!("b-{backend:?}")),
+        )
+        .fetch_backend(backend);
         let err = ConfigSource::open(spec).unwrap().fetch().unwrap_err();
-        assert!(matches!(err, WatchError::BranchNotFound { .. }), "{backend:?}: {err}");
-        assert!(err.to_string().contains("\"nope\" not found on the remote"), "{backend:?}: {err}");
+        assert!(
+            matches!(err, WatchError::BranchNotFound { .. }),
+            "{backend:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains("\"nope\" not found on the remote"),
+            "{backend:?}: {err}"
+        );
     }
 
     // Not a branch name at all.
-    let err = ConfigSource::open(SourceSpec::remote(file_url(&upstream), "a..b", tmp.path().join("x"))).unwrap_err();
+    let err = ConfigSource::open(SourceSpec::remote(
+        file_url(&upstream),
+        "a..b",
+        tmp.path().join("x"),
+    ))
+    .unwrap_err();
     assert!(matches!(err, WatchError::InvalidSpec(_)), "{err}");
 
     // Credentials in the URL never reach the error (nothing listens on port 1; no network).
-    let spec = SourceSpec::remote("https://deploy:s3cr3t-t0ken@127.0.0.1:1/org/config.git", "main", tmp.path().join("c"));
+    let spec = SourceSpec::remote(
+        "https://deploy:s3cr3t-t0ken@127.0.0.1:1/org/config.git",
+        "main",
+        tmp.path().join("c"),
+    );
     let source = ConfigSource::open(spec).unwrap();
     assert!(!format!("{source:?}").contains("s3cr3t"));
     let err = source.fetch().unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(matches!(err, WatchError::Fetch { .. }), "{text}");
     assert!(!text.contains("s3cr3t-t0ken"), "{text}");
-    assert!(text.contains("https://deploy:***@127.0.0.1:1/org/config.git"), "{text}");
+    assert!(
+        text.contains("https://deploy:***@127.0.0.1:1/org/config.git"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -279,16 +411,26 @@ fn describe_path_inside_and_outside_git() {
 
     let by_file = describe_path(&repo.join("nodepool.yaml")).unwrap();
     assert_eq!(by_file.id, format!("main@{}", &sha[..7]));
-    assert_eq!(describe_path(&repo).unwrap(), by_file, "a directory means its nodepool.yaml");
+    assert_eq!(
+        describe_path(&repo).unwrap(),
+        by_file,
+        "a directory means its nodepool.yaml"
+    );
 
     std::fs::write(repo.join("nodepool.yaml"), V2).unwrap();
-    assert_eq!(describe_path(&repo).unwrap().id, format!("main@{}+dirty.{}", &sha[..7], sha256_prefix(V2.as_bytes())));
+    assert_eq!(
+        describe_path(&repo).unwrap().id,
+        format!("main@{}+dirty.{}", &sha[..7], sha256_prefix(V2.as_bytes()))
+    );
 
     // An untracked file differs from HEAD (which lacks it).
     std::fs::create_dir_all(repo.join("alt")).unwrap();
     std::fs::write(repo.join("alt/nodepool.yaml"), V1).unwrap();
     let untracked = describe_path(&repo.join("alt/nodepool.yaml")).unwrap();
-    assert_eq!(untracked.id, format!("main@{}+dirty.{}", &sha[..7], sha256_prefix(V1.as_bytes())));
+    assert_eq!(
+        untracked.id,
+        format!("main@{}+dirty.{}", &sha[..7], sha256_prefix(V1.as_bytes()))
+    );
 
     let plain = tmp.path().join("plain");
     std::fs::create_dir_all(&plain).unwrap();

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use nodepool::secret::Secret;
 use nodepool::watch::trigger::{MAX_WEBHOOK_BODY_BYTES, push_ref};
-use nodepool::watch::{ConfigSource, Debounce, RefWatcher, SourceSpec, Trigger, WatchError, verify_signature};
+use nodepool::watch::{
+    ConfigSource, Debounce, RefWatcher, SourceSpec, Trigger, WatchError, verify_signature,
+};
 use tokio::sync::mpsc;
 use watch_support::{commit_file, empty_commit, git, init};
 
@@ -16,7 +18,13 @@ const WITHIN: Duration = Duration::from_secs(2);
 
 fn watch(dir: &Path) -> (RefWatcher, mpsc::Receiver<Trigger>) {
     let (tx, rx) = mpsc::channel(16);
-    let watcher = RefWatcher::start(dir, Some(Path::new("nodepool.yaml")), tx, Debounce::default()).unwrap();
+    let watcher = RefWatcher::start(
+        dir,
+        Some(Path::new("nodepool.yaml")),
+        tx,
+        Debounce::default(),
+    )
+    .unwrap();
     (watcher, rx)
 }
 
@@ -41,18 +49,34 @@ async fn a_commit_in_a_watched_repo_triggers_within_a_second_or_two() {
     let tmp = repo_with_config();
     let (_watcher, mut rx) = watch(tmp.path());
     let before = Instant::now();
-    let sha = commit_file(tmp.path(), "nodepool.yaml", "labels: [{name: a}]\n", "change");
+    let sha = commit_file(
+        tmp.path(),
+        "nodepool.yaml",
+        "labels: [{name: a}]\n",
+        "change",
+    );
     let committed = Instant::now();
-    let trigger = tokio::time::timeout(WITHIN, rx.recv()).await.expect("a trigger within 2 s").unwrap();
+    let trigger = tokio::time::timeout(WITHIN, rx.recv())
+        .await
+        .expect("a trigger within 2 s")
+        .unwrap();
     eprintln!(
         "commit → trigger: {:?} from the start of `git add && git commit`, {:?} after it returned",
         before.elapsed(),
         committed.elapsed()
     );
-    let Trigger::RepoChanged { paths, .. } = trigger else { panic!("{trigger:?}") };
-    assert!(paths.iter().any(|p| p.ends_with("refs/heads/main")), "{paths:?}");
+    let Trigger::RepoChanged { paths, .. } = trigger else {
+        panic!("{trigger:?}")
+    };
+    assert!(
+        paths.iter().any(|p| p.ends_with("refs/heads/main")),
+        "{paths:?}"
+    );
     let source = ConfigSource::open(SourceSpec::local(tmp.path())).unwrap();
-    assert_eq!(source.current().unwrap().commit.as_deref(), Some(sha.as_str()));
+    assert_eq!(
+        source.current().unwrap().commit.as_deref(),
+        Some(sha.as_str())
+    );
 }
 
 #[tokio::test]
@@ -63,7 +87,11 @@ async fn a_burst_of_ten_commits_is_at_most_two_triggers() {
         empty_commit(tmp.path(), &format!("burst {i}"));
     }
     let got = drain(&mut rx, Duration::from_millis(1500)).await;
-    assert!((1..=2).contains(&got.len()), "{} triggers: {got:?}", got.len());
+    assert!(
+        (1..=2).contains(&got.len()),
+        "{} triggers: {got:?}",
+        got.len()
+    );
 }
 
 #[tokio::test]
@@ -73,8 +101,14 @@ async fn editing_the_config_triggers_but_reading_the_repo_and_other_files_do_not
     let source = ConfigSource::open(SourceSpec::local(tmp.path())).unwrap();
 
     std::fs::write(tmp.path().join("nodepool.yaml"), "labels: [{name: b}]\n").unwrap();
-    let trigger = tokio::time::timeout(WITHIN, rx.recv()).await.expect("an edit triggers").unwrap();
-    assert!(matches!(&trigger, Trigger::RepoChanged { paths, .. } if paths.iter().any(|p| p.ends_with("nodepool.yaml"))), "{trigger:?}");
+    let trigger = tokio::time::timeout(WITHIN, rx.recv())
+        .await
+        .expect("an edit triggers")
+        .unwrap();
+    assert!(
+        matches!(&trigger, Trigger::RepoChanged { paths, .. } if paths.iter().any(|p| p.ends_with("nodepool.yaml"))),
+        "{trigger:?}"
+    );
     assert!(source.current().unwrap().is_dirty());
 
     // Our own reads (what the daemon does on every trigger) must not trigger again, nor may
@@ -97,14 +131,23 @@ async fn a_push_into_a_watched_bare_repo_triggers() {
     let bare = tmp.path().join("config.git");
     init(&work);
     commit_file(&work, "nodepool.yaml", "labels: []\n", "one");
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main", "config.git"]);
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "config.git"],
+    );
     git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
     let (_watcher, mut rx) = watch(&bare);
     let sha = commit_file(&work, "nodepool.yaml", "labels: [{name: c}]\n", "two");
     git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
-    tokio::time::timeout(WITHIN, rx.recv()).await.expect("a push triggers").unwrap();
+    tokio::time::timeout(WITHIN, rx.recv())
+        .await
+        .expect("a push triggers")
+        .unwrap();
     let source = ConfigSource::open(SourceSpec::local(&bare)).unwrap();
-    assert_eq!(source.current().unwrap().commit.as_deref(), Some(sha.as_str()));
+    assert_eq!(
+        source.current().unwrap().commit.as_deref(),
+        Some(sha.as_str())
+    );
 }
 
 #[tokio::test]
@@ -114,11 +157,27 @@ async fn a_commit_in_a_linked_worktree_triggers() {
     let linked = tmp.path().join("linked");
     init(&main);
     commit_file(&main, "nodepool.yaml", "labels: []\n", "one");
-    git(&main, &["worktree", "add", "-q", "-b", "ops", linked.to_str().unwrap()]);
+    git(
+        &main,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "ops",
+            linked.to_str().unwrap(),
+        ],
+    );
     let (_watcher, mut rx) = watch(&linked);
     let sha = empty_commit(&linked, "in the linked worktree");
-    tokio::time::timeout(WITHIN, rx.recv()).await.expect("a commit triggers").unwrap();
-    let rev = ConfigSource::open(SourceSpec::local(&linked)).unwrap().current().unwrap();
+    tokio::time::timeout(WITHIN, rx.recv())
+        .await
+        .expect("a commit triggers")
+        .unwrap();
+    let rev = ConfigSource::open(SourceSpec::local(&linked))
+        .unwrap()
+        .current()
+        .unwrap();
     assert_eq!(rev.id, format!("ops@{}", &sha[..7]));
 }
 
@@ -128,17 +187,23 @@ async fn dropping_the_watcher_stops_it() {
     let (watcher, mut rx) = watch(tmp.path());
     drop(watcher);
     empty_commit(tmp.path(), "unwatched");
-    let next = tokio::time::timeout(WITHIN, rx.recv()).await.expect("the channel closes");
+    let next = tokio::time::timeout(WITHIN, rx.recv())
+        .await
+        .expect("the channel closes");
     assert_eq!(next, None, "no trigger, and the sender is gone");
 }
 
 #[test]
 fn watching_something_that_is_not_a_repository_fails_clearly() {
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     let (tx, _rx) = mpsc::channel(1);
-    let err = RefWatcher::start(tmp.path(), None, tx, Debounce::default()).err().unwrap();
+    let err = RefWatcher::start(tmp.path(), None, tx, Debounce::default())
+        .err()
+        .unwrap();
     assert!(matches!(err, WatchError::NotARepository { .. }), "{err}");
 }
 
@@ -156,7 +221,15 @@ fn valid_signatures_are_accepted() {
     let secret = Secret::new(DOC_SECRET);
     verify_signature(&secret, DOC_BODY, DOC_SIG).unwrap();
     verify_signature(&secret, PUSH_BODY, PUSH_SIG).unwrap();
-    verify_signature(&secret, PUSH_BODY, &format!(" {} ", PUSH_SIG.to_uppercase().replace("SHA256=", "sha256="))).unwrap();
+    verify_signature(
+        &secret,
+        PUSH_BODY,
+        &format!(
+            " {} ",
+            PUSH_SIG.to_uppercase().replace("SHA256=", "sha256=")
+        ),
+    )
+    .unwrap();
     assert_eq!(push_ref(PUSH_BODY).as_deref(), Some("refs/heads/main"));
 }
 
@@ -166,22 +239,75 @@ fn bad_signatures_are_refused() {
     let mismatch = |r: Result<(), WatchError>| matches!(r, Err(WatchError::SignatureMismatch));
     let malformed = |r: Result<(), WatchError>| matches!(r, Err(WatchError::SignatureMalformed(_)));
 
-    assert!(mismatch(verify_signature(&Secret::new("wrong secret"), DOC_BODY, DOC_SIG)));
-    assert!(mismatch(verify_signature(&secret, b"Hello, World?", DOC_SIG)), "tampered body");
-    assert!(mismatch(verify_signature(&secret, PUSH_BODY, DOC_SIG)), "another body's signature");
+    assert!(mismatch(verify_signature(
+        &Secret::new("wrong secret"),
+        DOC_BODY,
+        DOC_SIG
+    )));
+    assert!(
+        mismatch(verify_signature(&secret, b"Hello, World?", DOC_SIG)),
+        "tampered body"
+    );
+    assert!(
+        mismatch(verify_signature(&secret, PUSH_BODY, DOC_SIG)),
+        "another body's signature"
+    );
     let flipped = format!("{}0", &DOC_SIG[..DOC_SIG.len() - 1]);
-    assert!(mismatch(verify_signature(&secret, DOC_BODY, &flipped)), "last digit changed");
+    assert!(
+        mismatch(verify_signature(&secret, DOC_BODY, &flipped)),
+        "last digit changed"
+    );
 
-    assert!(malformed(verify_signature(&secret, DOC_BODY, &DOC_SIG["sha256=".len()..])), "missing prefix");
-    assert!(malformed(verify_signature(&secret, DOC_BODY, &DOC_SIG.replace("sha256=", "sha1="))), "other algorithm");
-    assert!(malformed(verify_signature(&secret, DOC_BODY, &DOC_SIG[..DOC_SIG.len() - 2])), "too short");
-    assert!(malformed(verify_signature(&secret, DOC_BODY, &format!("{DOC_SIG}00"))), "too long");
-    assert!(malformed(verify_signature(&secret, DOC_BODY, &format!("sha256={}", "zz".repeat(32)))), "not hex");
-    assert!(malformed(verify_signature(&secret, DOC_BODY, "")), "empty header");
+    assert!(
+        malformed(verify_signature(
+            &secret,
+            DOC_BODY,
+            &DOC_SIG["sha256=".len()..]
+        )),
+        "missing prefix"
+    );
+    assert!(
+        malformed(verify_signature(
+            &secret,
+            DOC_BODY,
+            &DOC_SIG.replace("sha256=", "sha1=")
+        )),
+        "other algorithm"
+    );
+    assert!(
+        malformed(verify_signature(
+            &secret,
+            DOC_BODY,
+            &DOC_SIG[..DOC_SIG.len() - 2]
+        )),
+        "too short"
+    );
+    assert!(
+        malformed(verify_signature(&secret, DOC_BODY, &format!("{DOC_SIG}00"))),
+        "too long"
+    );
+    assert!(
+        malformed(verify_signature(
+            &secret,
+            DOC_BODY,
+            &format!("sha256={}", "zz".repeat(32))
+        )),
+        "not hex"
+    );
+    assert!(
+        malformed(verify_signature(&secret, DOC_BODY, "")),
+        "empty header"
+    );
 
-    assert!(matches!(verify_signature(&Secret::new(""), DOC_BODY, DOC_SIG), Err(WatchError::WebhookNotConfigured)));
+    assert!(matches!(
+        verify_signature(&Secret::new(""), DOC_BODY, DOC_SIG),
+        Err(WatchError::WebhookNotConfigured)
+    ));
     let big = vec![b' '; MAX_WEBHOOK_BODY_BYTES + 1];
-    assert!(matches!(verify_signature(&secret, &big, DOC_SIG), Err(WatchError::WebhookBodyTooLarge { .. })));
+    assert!(matches!(
+        verify_signature(&secret, &big, DOC_SIG),
+        Err(WatchError::WebhookBodyTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -190,5 +316,8 @@ fn signature_errors_never_reveal_the_secret_or_the_expected_digest() {
     let wrong = format!("sha256={}", "0".repeat(64));
     let err = verify_signature(&secret, DOC_BODY, &wrong).unwrap_err();
     let text = format!("{err} {err:?}");
-    assert!(!text.contains(DOC_SECRET) && !text.contains("757107ea"), "{text}");
+    assert!(
+        !text.contains(DOC_SECRET) && !text.contains("757107ea"),
+        "{text}"
+    );
 }

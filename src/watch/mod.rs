@@ -36,7 +36,11 @@ pub enum WatchError {
     NoCommits { path: PathBuf },
 
     #[error("{repo}: branch {branch:?} not found{hint}")]
-    BranchNotFound { repo: String, branch: String, hint: String },
+    BranchNotFound {
+        repo: String,
+        branch: String,
+        hint: String,
+    },
 
     #[error("{repo}: commit {commit} not found (fetch first?)")]
     CommitNotFound { repo: String, commit: String },
@@ -51,7 +55,11 @@ pub enum WatchError {
     FileNotFound { path: String, revision: String },
 
     #[error("fetching {url} (branch {branch}) failed: {message}")]
-    Fetch { url: String, branch: String, message: String },
+    Fetch {
+        url: String,
+        branch: String,
+        message: String,
+    },
 
     #[error("fetching {url} timed out after {seconds} s")]
     FetchTimeout { url: String, seconds: u64 },
@@ -59,7 +67,9 @@ pub enum WatchError {
     #[error("invalid source: {0}")]
     InvalidSpec(String),
 
-    #[error("revision {revision} is no longer current (the work tree changed since); read it again")]
+    #[error(
+        "revision {revision} is no longer current (the work tree changed since); read it again"
+    )]
     StaleRevision { revision: String },
 
     #[error("{context}: {message}")]
@@ -83,10 +93,16 @@ pub enum WatchError {
 
 impl WatchError {
     pub(crate) fn git(context: impl Into<String>, err: git2::Error) -> Self {
-        WatchError::Git { context: context.into(), message: err.message().to_owned() }
+        WatchError::Git {
+            context: context.into(),
+            message: err.message().to_owned(),
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
-        WatchError::Io { path: path.into(), message: err.to_string() }
+        WatchError::Io {
+            path: path.into(),
+            message: err.to_string(),
+        }
     }
 }

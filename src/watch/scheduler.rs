@@ -83,7 +83,11 @@ pub struct BackoffPolicy {
 impl Default for BackoffPolicy {
     /// 2 s, 4 s, 8 s, … capped at 5 minutes, with up to 20 % jitter.
     fn default() -> Self {
-        Self { initial: Duration::from_secs(2), max: Duration::from_secs(300), jitter: 0.2 }
+        Self {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(300),
+            jitter: 0.2,
+        }
     }
 }
 
@@ -170,7 +174,9 @@ impl<K> Shared<K> {
     fn lock(&self) -> MutexGuard<'_, State<K>> {
         // A panic while holding the lock cannot leave the state half-updated in a way that
         // matters more than stopping the daemon would; keep going.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -181,7 +187,9 @@ pub struct Scheduler<K> {
 
 impl<K> Clone for Scheduler<K> {
     fn clone(&self) -> Self {
-        Self { shared: Arc::clone(&self.shared) }
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -198,7 +206,12 @@ impl<K: Clone + Eq + Hash + Ord + fmt::Debug + Send + 'static> Scheduler<K> {
     fn with_rng(policy: BackoffPolicy, rng: fastrand::Rng) -> Self {
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::new(State { entries: HashMap::new(), seq: 0, rng, closed: false }),
+                state: Mutex::new(State {
+                    entries: HashMap::new(),
+                    seq: 0,
+                    rng,
+                    closed: false,
+                }),
                 wake: Notify::new(),
                 policy,
             }),
@@ -280,7 +293,12 @@ impl<K: Clone + Eq + Hash + Ord + fmt::Debug + Send + 'static> Scheduler<K> {
                         entry.running = true;
                         entry.runs += 1;
                         entry.last_started = Some(Utc::now());
-                        return Some(Job { key, shared: Arc::clone(&self.shared), started: now, finished: false });
+                        return Some(Job {
+                            key,
+                            shared: Arc::clone(&self.shared),
+                            started: now,
+                            finished: false,
+                        });
                     }
                     Some((at, _)) => Some(at),
                     None => None,
@@ -311,7 +329,12 @@ impl<K: Clone + Eq + Hash + Ord + fmt::Debug + Send + 'static> Scheduler<K> {
 
     /// How many keys are running now.
     pub fn running(&self) -> usize {
-        self.shared.lock().entries.values().filter(|e| e.running).count()
+        self.shared
+            .lock()
+            .entries
+            .values()
+            .filter(|e| e.running)
+            .count()
     }
 
     /// Every key's status, sorted by key.
@@ -360,7 +383,11 @@ impl<K: Clone + Eq + Hash + Ord + fmt::Debug + Send + 'static> Scheduler<K> {
 }
 
 fn status_of<K: Clone>(key: &K, e: &Entry, now: Instant, wall: DateTime<Utc>) -> KeyStatus<K> {
-    let next = if e.running { e.rerun } else { e.pending.map(|(at, _)| at) };
+    let next = if e.running {
+        e.rerun
+    } else {
+        e.pending.map(|(at, _)| at)
+    };
     let next_in = next.map(|at| at.saturating_duration_since(now));
     let state = match (e.running, e.pending.is_some(), e.failures > 0) {
         (true, _, _) => KeyState::Running,
@@ -378,7 +405,9 @@ fn status_of<K: Clone>(key: &K, e: &Entry, now: Instant, wall: DateTime<Utc>) ->
         last_duration_ms: e.last_duration.map(|d| d.as_millis() as u64),
         last_success: e.last_success,
         last_error: e.last_error.clone(),
-        next_run: next_in.and_then(|d| chrono::Duration::from_std(d).ok()).map(|d| wall + d),
+        next_run: next_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| wall + d),
         next_run_in_ms: next_in.map(|d| d.as_millis() as u64),
     }
 }
@@ -410,7 +439,9 @@ impl<K: Clone + Eq + Hash> Job<K> {
         let seq = state.seq;
         state.seq += 1;
         let State { entries, rng, .. } = &mut *state;
-        let Some(entry) = entries.get_mut(&self.key) else { return };
+        let Some(entry) = entries.get_mut(&self.key) else {
+            return;
+        };
         entry.running = false;
         entry.last_finished = Some(Utc::now());
         entry.last_duration = Some(now.saturating_duration_since(self.started));
@@ -452,14 +483,18 @@ impl<K: Clone + Eq + Hash> Job<K> {
 impl<K: Clone + Eq + Hash> Drop for Job<K> {
     fn drop(&mut self) {
         if !self.finished {
-            self.record(Err("the run ended without reporting a result (panicked or cancelled)".into()));
+            self.record(Err(
+                "the run ended without reporting a result (panicked or cancelled)".into(),
+            ));
         }
     }
 }
 
 impl<K: Clone + Eq + Hash + fmt::Debug> fmt::Debug for Job<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Job").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("Job")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -470,7 +505,11 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn exact() -> BackoffPolicy {
-        BackoffPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(60), jitter: 0.0 }
+        BackoffPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            jitter: 0.0,
+        }
     }
 
     fn sched() -> Scheduler<&'static str> {
@@ -507,7 +546,10 @@ mod tests {
         let job = s.next().await.unwrap();
         assert_eq!(t0.elapsed(), secs(5));
         job.finish::<String>(Ok(Action::Done));
-        assert!(next_within_hour(&s).await.is_none(), "the 10 s and 20 s requests merged into the 5 s run");
+        assert!(
+            next_within_hour(&s).await.is_none(),
+            "the 10 s and 20 s requests merged into the 5 s run"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -550,13 +592,21 @@ mod tests {
         let other = s.next().await.unwrap();
         assert_eq!(*other.key(), "b", "other keys are not held up");
         other.finish::<String>(Ok(Action::Done));
-        assert!(next_within_hour(&s).await.is_none(), "a is still running: no second run at once");
+        assert!(
+            next_within_hour(&s).await.is_none(),
+            "a is still running: no second run at once"
+        );
         assert_eq!(s.status_of(&"a").unwrap().state, KeyState::Running);
         job.finish::<String>(Ok(Action::Done));
-        let again = next_within_hour(&s).await.expect("the re-run requested during the run");
+        let again = next_within_hour(&s)
+            .await
+            .expect("the re-run requested during the run");
         assert_eq!(*again.key(), "a");
         again.finish::<String>(Ok(Action::Done));
-        assert!(next_within_hour(&s).await.is_none(), "exactly one re-run for five requests");
+        assert!(
+            next_within_hour(&s).await.is_none(),
+            "exactly one re-run for five requests"
+        );
         assert_eq!(s.status_of(&"a").unwrap().runs, 2);
     }
 
@@ -594,12 +644,18 @@ mod tests {
         }
         assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60]);
         let st = s.status_of(&"a").unwrap();
-        assert_eq!((st.state, st.consecutive_failures), (KeyState::BackingOff, 9));
+        assert_eq!(
+            (st.state, st.consecutive_failures),
+            (KeyState::BackingOff, 9)
+        );
         assert_eq!(st.last_error.as_deref(), Some("cloud down"));
         assert_eq!(st.next_run_in_ms, Some(60_000));
         s.next().await.unwrap().finish::<String>(Ok(Action::Done));
         let st = s.status_of(&"a").unwrap();
-        assert_eq!((st.state, st.consecutive_failures, st.last_error), (KeyState::Idle, 0, None));
+        assert_eq!(
+            (st.state, st.consecutive_failures, st.last_error),
+            (KeyState::Idle, 0, None)
+        );
         assert!(st.last_success.is_some());
         // After the reset the first failure waits 1 s again.
         s.schedule_now("a");
@@ -617,12 +673,20 @@ mod tests {
         assert_eq!(t0.elapsed(), secs(1));
         s.schedule_now("a");
         let job = s.next().await.unwrap();
-        assert_eq!(t0.elapsed(), secs(3), "the request did not cut the backoff short");
+        assert_eq!(
+            t0.elapsed(),
+            secs(3),
+            "the request did not cut the backoff short"
+        );
         job.finish(Err("e3")); // retry at 7 s
         s.reset_backoff(&"a");
         s.schedule_now("a");
         let job = s.next().await.unwrap();
-        assert_eq!(t0.elapsed(), secs(3), "after a reset the request runs at once");
+        assert_eq!(
+            t0.elapsed(),
+            secs(3),
+            "after a reset the request runs at once"
+        );
         job.finish::<String>(Ok(Action::Done));
     }
 
@@ -637,19 +701,30 @@ mod tests {
         let retry = s.next().await.unwrap();
         assert_eq!(t0.elapsed(), secs(1));
         retry.finish::<String>(Ok(Action::Done));
-        assert!(next_within_hour(&s).await.is_none(), "the retry covered the request");
+        assert!(
+            next_within_hour(&s).await.is_none(),
+            "the retry covered the request"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn jittered_delays_stay_within_bounds() {
-        let policy = BackoffPolicy { initial: secs(10), max: secs(100), jitter: 0.5 };
+        let policy = BackoffPolicy {
+            initial: secs(10),
+            max: secs(100),
+            jitter: 0.5,
+        };
         let mut rng = fastrand::Rng::with_seed(42);
         let mut seen = std::collections::BTreeSet::new();
         for failures in 1..=10u32 {
             let full = secs(10 * 2u64.pow(failures - 1)).min(secs(100));
             for _ in 0..50 {
                 let d = policy.delay(failures, &mut rng);
-                assert!(d <= full && d >= full / 2, "{d:?} outside [{:?}, {full:?}]", full / 2);
+                assert!(
+                    d <= full && d >= full / 2,
+                    "{d:?} outside [{:?}, {full:?}]",
+                    full / 2
+                );
                 seen.insert(d);
             }
         }
@@ -663,13 +738,20 @@ mod tests {
         let s = sched();
         let t0 = Instant::now();
         s.schedule_now("a");
-        s.next().await.unwrap().finish::<String>(Ok(Action::RequeueAfter(secs(30))));
+        s.next()
+            .await
+            .unwrap()
+            .finish::<String>(Ok(Action::RequeueAfter(secs(30))));
         let job = s.next().await.unwrap();
         assert_eq!(t0.elapsed(), secs(30));
         s.schedule(*job.key(), Instant::now() + secs(5));
         job.finish::<String>(Ok(Action::RequeueAfter(secs(30))));
         s.next().await.unwrap().finish::<String>(Ok(Action::Done));
-        assert_eq!(t0.elapsed(), secs(35), "the earlier of rerun and requeue wins");
+        assert_eq!(
+            t0.elapsed(),
+            secs(35),
+            "the earlier of rerun and requeue wins"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -678,7 +760,10 @@ mod tests {
         s.schedule_now("a");
         drop(s.next().await.unwrap());
         let st = s.status_of(&"a").unwrap();
-        assert_eq!((st.state, st.consecutive_failures), (KeyState::BackingOff, 1));
+        assert_eq!(
+            (st.state, st.consecutive_failures),
+            (KeyState::BackingOff, 1)
+        );
         assert!(st.last_error.unwrap().contains("without reporting"));
     }
 
@@ -708,8 +793,14 @@ mod tests {
         let all = s.status();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].key, ReconcileKey::Config);
-        assert_eq!((all[0].runs, all[0].last_duration_ms, all[0].state), (1, Some(250), KeyState::Idle));
-        assert_eq!((all[1].state, all[1].next_run_in_ms), (KeyState::Scheduled, Some(8_750)));
+        assert_eq!(
+            (all[0].runs, all[0].last_duration_ms, all[0].state),
+            (1, Some(250), KeyState::Idle)
+        );
+        assert_eq!(
+            (all[1].state, all[1].next_run_in_ms),
+            (KeyState::Scheduled, Some(8_750))
+        );
         let json = serde_json::to_value(&all[1]).unwrap();
         assert_eq!(json["key"], "provider:z");
         assert_eq!(json["state"], "scheduled");
@@ -738,14 +829,25 @@ mod tests {
         });
         tokio::time::sleep(secs(2)).await;
         assert_eq!(s.status_of(&"fast").unwrap().runs, 1);
-        assert_eq!(s.status_of(&"fast").unwrap().state, KeyState::Idle, "fast finished while slow runs");
+        assert_eq!(
+            s.status_of(&"fast").unwrap().state,
+            KeyState::Idle,
+            "fast finished while slow runs"
+        );
         assert_eq!(s.running(), 1);
         let panicked = s.status_of(&"panics").unwrap();
         // Failed at 0 s and at its 1 s retry; the next retry is at 3 s.
-        assert_eq!(panicked.consecutive_failures, 2, "a panicking run is recorded as a failure");
+        assert_eq!(
+            panicked.consecutive_failures, 2,
+            "a panicking run is recorded as a failure"
+        );
         s.close();
         driver.await.unwrap();
-        assert_eq!(t0.elapsed(), secs(10), "close waited for the slow run in flight");
+        assert_eq!(
+            t0.elapsed(),
+            secs(10),
+            "close waited for the slow run in flight"
+        );
         assert_eq!(s.status_of(&"slow").unwrap().state, KeyState::Idle);
         assert!(s.next().await.is_none());
     }

@@ -101,12 +101,16 @@ fn is_scp_like(url: &str) -> bool {
 /// Hide the secret part of a URL's userinfo. A lone user name is kept for ssh-like schemes
 /// (`ssh://git@host` is not a secret) but hidden for http(s), where it is commonly a token.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
     let authority_start = scheme_end + 3;
     let rest = &url[authority_start..];
     let authority_len = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_len];
-    let Some(at) = authority.rfind('@') else { return url.to_owned() };
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
     let userinfo = &authority[..at];
     let scheme = &url[..scheme_end];
     let shown = match userinfo.split_once(':') {
@@ -137,7 +141,11 @@ pub enum Location {
     /// uncommitted edits included) or a bare repository (read at its HEAD).
     Local(PathBuf),
     /// A remote branch, mirrored into `data_dir/config.git` and fetched on demand.
-    Remote { url: RepoUrl, branch: String, data_dir: PathBuf },
+    Remote {
+        url: RepoUrl,
+        branch: String,
+        data_dir: PathBuf,
+    },
 }
 
 /// What [`ConfigSource::open`] needs.
@@ -259,32 +267,52 @@ impl ConfigSource {
                 })?;
                 repo.workdir().unwrap_or_else(|| repo.path()).to_path_buf()
             }
-            Location::Remote { url, branch, data_dir } => {
+            Location::Remote {
+                url,
+                branch,
+                data_dir,
+            } => {
                 let full = format!("refs/heads/{branch}");
                 if branch.is_empty() || !git2::Reference::is_valid_name(&full) {
-                    return Err(WatchError::InvalidSpec(format!("{branch:?} is not a valid branch name")));
+                    return Err(WatchError::InvalidSpec(format!(
+                        "{branch:?} is not a valid branch name"
+                    )));
                 }
                 if url.expose().trim().is_empty() {
-                    return Err(WatchError::InvalidSpec("the repository URL is empty".into()));
+                    return Err(WatchError::InvalidSpec(
+                        "the repository URL is empty".into(),
+                    ));
                 }
                 let mirror = data_dir.join(MIRROR_DIR);
                 std::fs::create_dir_all(data_dir).map_err(|e| WatchError::io(data_dir, e))?;
                 let repo = match Repository::open_bare(&mirror) {
                     Ok(repo) => repo,
                     Err(e) if e.code() == ErrorCode::NotFound => Repository::init_bare(&mirror)
-                        .map_err(|e| WatchError::git(format!("creating mirror {}", mirror.display()), e))?,
-                    Err(e) => return Err(WatchError::git(format!("opening mirror {}", mirror.display()), e)),
+                        .map_err(|e| {
+                            WatchError::git(format!("creating mirror {}", mirror.display()), e)
+                        })?,
+                    Err(e) => {
+                        return Err(WatchError::git(
+                            format!("opening mirror {}", mirror.display()),
+                            e,
+                        ));
+                    }
                 };
                 let context = || format!("configuring mirror {}", mirror.display());
                 match repo.find_remote("origin") {
                     Ok(remote) if remote.url().ok() == Some(url.expose()) => {}
                     Ok(_) => {
                         tracing::info!(url = %url, "config repository URL changed; re-pointing the mirror");
-                        repo.remote_set_url("origin", url.expose()).map_err(|e| WatchError::git(context(), e))?;
+                        repo.remote_set_url("origin", url.expose())
+                            .map_err(|e| WatchError::git(context(), e))?;
                     }
                     Err(_) => {
-                        repo.remote_with_fetch("origin", url.expose(), "+refs/heads/*:refs/remotes/origin/*")
-                            .map_err(|e| WatchError::git(context(), e))?;
+                        repo.remote_with_fetch(
+                            "origin",
+                            url.expose(),
+                            "+refs/heads/*:refs/remotes/origin/*",
+                        )
+                        .map_err(|e| WatchError::git(context(), e))?;
                     }
                 }
                 mirror
@@ -372,7 +400,13 @@ impl ConfigSource {
         let mut remote = repo.find_remote("origin").map_err(fail)?;
         let mut options = git2::FetchOptions::new();
         options.download_tags(git2::AutotagOption::None);
-        remote.fetch(&[refspec], Some(&mut options), Some("nodepool: fetch config")).map_err(fail)?;
+        remote
+            .fetch(
+                &[refspec],
+                Some(&mut options),
+                Some("nodepool: fetch config"),
+            )
+            .map_err(fail)?;
         // libgit2 succeeds quietly when the branch does not exist; `current` then reports it.
         Ok(())
     }
@@ -386,7 +420,14 @@ impl ConfigSource {
         let mut child = Command::new("git")
             .arg("--git-dir")
             .arg(&self.repo_dir)
-            .args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "origin", refspec])
+            .args([
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "origin",
+                refspec,
+            ])
             // Never prompt (there is no terminal), never inherit a caller's repository.
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GCM_INTERACTIVE", "never")
@@ -436,7 +477,11 @@ impl ConfigSource {
         }
         let last_lines: Vec<&str> = text.lines().rev().take(4).collect();
         let message = last_lines.into_iter().rev().collect::<Vec<_>>().join("; ");
-        Err(fail(if message.is_empty() { format!("git exited with {status}") } else { message }))
+        Err(fail(if message.is_empty() {
+            format!("git exited with {status}")
+        } else {
+            message
+        }))
     }
 
     /// The config file's text at `revision`. For an uncommitted revision of a local work tree
@@ -455,20 +500,30 @@ impl ConfigSource {
                     Err(e) => return Err(WatchError::io(path, e)),
                 };
                 if content_hash(&bytes) != *expected {
-                    return Err(WatchError::StaleRevision { revision: revision.id.clone() });
+                    return Err(WatchError::StaleRevision {
+                        revision: revision.id.clone(),
+                    });
                 }
                 into_text(bytes, &rel)
             }
             None => {
-                let commit = revision.commit.as_deref().ok_or_else(|| file_not_found(&rel, revision))?;
-                self.read_file_at(commit, &rel)?.ok_or_else(|| file_not_found(&rel, revision))
+                let commit = revision
+                    .commit
+                    .as_deref()
+                    .ok_or_else(|| file_not_found(&rel, revision))?;
+                self.read_file_at(commit, &rel)?
+                    .ok_or_else(|| file_not_found(&rel, revision))
             }
         }
     }
 
     /// Any file at `revision`: from the work tree for an uncommitted local revision, from the
     /// commit otherwise. `None` when the file does not exist there.
-    pub fn read_file(&self, revision: &Revision, relative: &Path) -> Result<Option<String>, WatchError> {
+    pub fn read_file(
+        &self,
+        revision: &Revision,
+        relative: &Path,
+    ) -> Result<Option<String>, WatchError> {
         check_relative(relative)?;
         if revision.is_dirty() {
             let path = self.workdir_for(revision)?.join(relative);
@@ -486,21 +541,39 @@ impl ConfigSource {
 
     /// A file's text at a commit (full or abbreviated id), e.g. the config at the last applied
     /// revision, to show what changed since. `None` when the file is not in that commit.
-    pub fn read_file_at(&self, commit: &str, relative: &Path) -> Result<Option<String>, WatchError> {
+    pub fn read_file_at(
+        &self,
+        commit: &str,
+        relative: &Path,
+    ) -> Result<Option<String>, WatchError> {
         check_relative(relative)?;
         let repo = self.repo()?;
         let commit_obj = repo
             .revparse_single(commit)
             .and_then(|o| o.peel_to_commit())
-            .map_err(|_| WatchError::CommitNotFound { repo: self.display_name(), commit: commit.to_owned() })?;
-        let tree = commit_obj.tree().map_err(|e| WatchError::git(format!("reading commit {commit}"), e))?;
+            .map_err(|_| WatchError::CommitNotFound {
+                repo: self.display_name(),
+                commit: commit.to_owned(),
+            })?;
+        let tree = commit_obj
+            .tree()
+            .map_err(|e| WatchError::git(format!("reading commit {commit}"), e))?;
         let entry = match tree.get_path(relative) {
             Ok(entry) => entry,
             Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
-            Err(e) => return Err(WatchError::git(format!("looking up {}", relative.display()), e)),
+            Err(e) => {
+                return Err(WatchError::git(
+                    format!("looking up {}", relative.display()),
+                    e,
+                ));
+            }
         };
-        let object = entry.to_object(&repo).map_err(|e| WatchError::git("reading blob", e))?;
-        let Some(blob) = object.as_blob() else { return Ok(None) };
+        let object = entry
+            .to_object(&repo)
+            .map_err(|e| WatchError::git("reading blob", e))?;
+        let Some(blob) = object.as_blob() else {
+            return Ok(None);
+        };
         into_text(blob.content().to_vec(), relative).map(Some)
     }
 
@@ -518,19 +591,27 @@ impl ConfigSource {
                 return Ok(workdir.to_path_buf());
             }
             if revision.is_dirty() {
-                return Err(WatchError::StaleRevision { revision: revision.id.clone() });
+                return Err(WatchError::StaleRevision {
+                    revision: revision.id.clone(),
+                });
             }
         }
         let commit = revision
             .commit
             .as_deref()
-            .ok_or_else(|| WatchError::StaleRevision { revision: revision.id.clone() })?;
+            .ok_or_else(|| WatchError::StaleRevision {
+                revision: revision.id.clone(),
+            })?;
         let target = scratch.join(commit);
         if target.is_dir() {
             return Ok(target);
         }
         std::fs::create_dir_all(scratch).map_err(|e| WatchError::io(scratch, e))?;
-        let staging = scratch.join(format!(".staging-{commit}-{}-{:08x}", std::process::id(), fastrand::u32(..)));
+        let staging = scratch.join(format!(
+            ".staging-{commit}-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
         let result = self.checkout_into(commit, &staging).and_then(|()| {
             match std::fs::rename(&staging, &target) {
                 Ok(()) => Ok(()),
@@ -550,12 +631,21 @@ impl ConfigSource {
         let object = repo
             .revparse_single(commit)
             .and_then(|o| o.peel(ObjectType::Commit))
-            .map_err(|_| WatchError::CommitNotFound { repo: self.display_name(), commit: commit.to_owned() })?;
+            .map_err(|_| WatchError::CommitNotFound {
+                repo: self.display_name(),
+                commit: commit.to_owned(),
+            })?;
         std::fs::create_dir_all(dir).map_err(|e| WatchError::io(dir, e))?;
         let mut checkout = git2::build::CheckoutBuilder::new();
-        checkout.target_dir(dir).force().update_index(false).recreate_missing(true);
+        checkout
+            .target_dir(dir)
+            .force()
+            .update_index(false)
+            .recreate_missing(true);
         repo.checkout_tree(&object, Some(&mut checkout))
-            .map_err(|e| WatchError::git(format!("checking out {commit} into {}", dir.display()), e))
+            .map_err(|e| {
+                WatchError::git(format!("checking out {commit} into {}", dir.display()), e)
+            })
     }
 
     /// Remove materialised checkouts under `scratch` except those of `keep`.
@@ -569,8 +659,13 @@ impl ConfigSource {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_checkout = name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit());
-            if is_checkout && !keep.iter().any(|r| r.commit.as_deref() == Some(name.as_str())) {
-                std::fs::remove_dir_all(entry.path()).map_err(|e| WatchError::io(entry.path(), e))?;
+            if is_checkout
+                && !keep
+                    .iter()
+                    .any(|r| r.commit.as_deref() == Some(name.as_str()))
+            {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| WatchError::io(entry.path(), e))?;
                 removed += 1;
             }
         }
@@ -582,14 +677,19 @@ impl ConfigSource {
             Location::Local(_) => Repository::open(&self.repo_dir),
             Location::Remote { .. } => Repository::open_bare(&self.repo_dir),
         };
-        open.map_err(|e| WatchError::NotARepository { path: self.repo_dir.clone(), message: e.message().to_owned() })
+        open.map_err(|e| WatchError::NotARepository {
+            path: self.repo_dir.clone(),
+            message: e.message().to_owned(),
+        })
     }
 
     /// The work tree an uncommitted revision lives in.
     fn workdir_for(&self, revision: &Revision) -> Result<PathBuf, WatchError> {
         match self.repo()?.workdir() {
             Some(dir) if self.is_local() => Ok(dir.to_path_buf()),
-            _ => Err(WatchError::StaleRevision { revision: revision.id.clone() }),
+            _ => Err(WatchError::StaleRevision {
+                revision: revision.id.clone(),
+            }),
         }
     }
 
@@ -606,7 +706,11 @@ impl ConfigSource {
 /// would report (an untracked file counts as differing from HEAD: `+dirty`); outside git it
 /// is `file@<sha256 prefix>`.
 pub fn describe_path(path: &Path) -> Result<Revision, WatchError> {
-    let file = if path.is_dir() { path.join(DEFAULT_CONFIG_FILE) } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join(DEFAULT_CONFIG_FILE)
+    } else {
+        path.to_path_buf()
+    };
     let file = std::fs::canonicalize(&file).map_err(|e| WatchError::io(&file, e))?;
     let parent = file.parent().unwrap_or(Path::new("/"));
     let in_git = Repository::discover(parent).ok().and_then(|repo| {
@@ -623,7 +727,12 @@ pub fn describe_path(path: &Path) -> Result<Revision, WatchError> {
         None => {
             let bytes = std::fs::read(&file).map_err(|e| WatchError::io(&file, e))?;
             let hash = content_hash(&bytes);
-            Ok(Revision { id: format!("file@{hash}"), commit: None, branch: None, content_hash: Some(hash) })
+            Ok(Revision {
+                id: format!("file@{hash}"),
+                commit: None,
+                branch: None,
+                content_hash: Some(hash),
+            })
         }
     }
 }
@@ -631,7 +740,9 @@ pub fn describe_path(path: &Path) -> Result<Revision, WatchError> {
 /// The revision of `rel` in `repo`: HEAD's branch and commit, plus a content hash when the
 /// work tree's copy differs from HEAD's (or HEAD has none, or the work tree lost it).
 fn describe_repo_file(repo: &Repository, rel: &Path) -> Result<Revision, WatchError> {
-    let head_ref = repo.find_reference("HEAD").map_err(|e| WatchError::git("reading HEAD", e))?;
+    let head_ref = repo
+        .find_reference("HEAD")
+        .map_err(|e| WatchError::git("reading HEAD", e))?;
     let branch = head_ref
         .symbolic_target()
         .ok()
@@ -639,13 +750,19 @@ fn describe_repo_file(repo: &Repository, rel: &Path) -> Result<Revision, WatchEr
         .and_then(|target| target.strip_prefix("refs/heads/"))
         .map(str::to_owned);
     let head = match repo.head() {
-        Ok(reference) => Some(reference.peel_to_commit().map_err(|e| WatchError::git("reading HEAD commit", e))?),
+        Ok(reference) => Some(
+            reference
+                .peel_to_commit()
+                .map_err(|e| WatchError::git("reading HEAD commit", e))?,
+        ),
         Err(e) if e.code() == ErrorCode::UnbornBranch || e.code() == ErrorCode::NotFound => None,
         Err(e) => return Err(WatchError::git("reading HEAD", e)),
     };
     let committed: Option<Vec<u8>> = match &head {
         Some(commit) => {
-            let tree = commit.tree().map_err(|e| WatchError::git("reading HEAD tree", e))?;
+            let tree = commit
+                .tree()
+                .map_err(|e| WatchError::git("reading HEAD tree", e))?;
             match tree.get_path(rel) {
                 Ok(entry) => entry
                     .to_object(repo)
@@ -663,12 +780,18 @@ fn describe_repo_file(repo: &Repository, rel: &Path) -> Result<Revision, WatchEr
             match std::fs::read(&path) {
                 Ok(bytes) if committed.as_deref() == Some(bytes.as_slice()) => None,
                 Ok(bytes) => Some(content_hash(&bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => committed.as_ref().map(|_| "missing".to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    committed.as_ref().map(|_| "missing".to_owned())
+                }
                 Err(e) => return Err(WatchError::io(path, e)),
             }
         }
     };
-    Ok(Revision::describe(branch.as_deref(), head.map(|c| c.id()), content_hash))
+    Ok(Revision::describe(
+        branch.as_deref(),
+        head.map(|c| c.id()),
+        content_hash,
+    ))
 }
 
 fn content_hash(bytes: &[u8]) -> String {
@@ -677,16 +800,24 @@ fn content_hash(bytes: &[u8]) -> String {
 }
 
 fn into_text(bytes: Vec<u8>, rel: &Path) -> Result<String, WatchError> {
-    String::from_utf8(bytes).map_err(|_| WatchError::NotUtf8 { path: rel.display().to_string() })
+    String::from_utf8(bytes).map_err(|_| WatchError::NotUtf8 {
+        path: rel.display().to_string(),
+    })
 }
 
 fn file_not_found(rel: &Path, revision: &Revision) -> WatchError {
-    WatchError::FileNotFound { path: rel.display().to_string(), revision: revision.id.clone() }
+    WatchError::FileNotFound {
+        path: rel.display().to_string(),
+        revision: revision.id.clone(),
+    }
 }
 
 /// Paths inside the repository must be relative and stay inside it.
 fn check_relative(rel: &Path) -> Result<(), WatchError> {
-    let ok = !rel.as_os_str().is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let ok = !rel.as_os_str().is_empty()
+        && rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if ok {
         Ok(())
     } else {
@@ -724,14 +855,35 @@ mod tests {
 
     #[test]
     fn redacts_credentials_in_urls() {
-        assert_eq!(redact_url("https://user:tok3n@example.com/org/repo.git"), "https://user:***@example.com/org/repo.git");
-        assert_eq!(redact_url("https://ghp_abc@example.com/r"), "https://***@example.com/r");
-        assert_eq!(redact_url("ssh://git@example.com/r"), "ssh://git@example.com/r");
-        assert_eq!(redact_url("https://example.com/a@b"), "https://example.com/a@b");
-        assert_eq!(redact_url("git@example.com:org/repo"), "git@example.com:org/repo");
+        assert_eq!(
+            redact_url("https://user:tok3n@example.com/org/repo.git"),
+            "https://user:***@example.com/org/repo.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_abc@example.com/r"),
+            "https://***@example.com/r"
+        );
+        assert_eq!(
+            redact_url("ssh://git@example.com/r"),
+            "ssh://git@example.com/r"
+        );
+        assert_eq!(
+            redact_url("https://example.com/a@b"),
+            "https://example.com/a@b"
+        );
+        assert_eq!(
+            redact_url("git@example.com:org/repo"),
+            "git@example.com:org/repo"
+        );
         let url = RepoUrl::new("https://u:s3cret@h/r");
         assert!(!format!("{url} {url:?}").contains("s3cret"));
-        assert_eq!(scrub("fatal: could not read from https://u:s3cret@h/r (s3cret)", &url), "fatal: could not read from https://u:***@h/r (***)");
+        assert_eq!(
+            scrub(
+                "fatal: could not read from https://u:s3cret@h/r (s3cret)",
+                &url
+            ),
+            "fatal: could not read from https://u:***@h/r (***)"
+        );
     }
 
     #[test]
@@ -756,12 +908,21 @@ mod tests {
     #[test]
     fn revision_ids() {
         let oid = Oid::from_str("1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d").unwrap();
-        assert_eq!(Revision::describe(Some("main"), Some(oid), None).id, "main@1a2b3c4");
+        assert_eq!(
+            Revision::describe(Some("main"), Some(oid), None).id,
+            "main@1a2b3c4"
+        );
         let dirty = Revision::describe(Some("main"), Some(oid), Some("0123456789ab".into()));
         assert_eq!(dirty.id, "main@1a2b3c4+dirty.0123456789ab");
         assert!(dirty.is_dirty());
-        assert_eq!(Revision::describe(None, Some(oid), None).id, "detached@1a2b3c4");
-        assert_eq!(Revision::describe(Some("main"), None, Some("ab".into())).id, "main@unborn+dirty.ab");
+        assert_eq!(
+            Revision::describe(None, Some(oid), None).id,
+            "detached@1a2b3c4"
+        );
+        assert_eq!(
+            Revision::describe(Some("main"), None, Some("ab".into())).id,
+            "main@unborn+dirty.ab"
+        );
         assert_eq!(content_hash(b"").len(), CONTENT_HASH_LEN);
         // sha256("") = e3b0c442 98fc1c14 …
         assert_eq!(content_hash(b""), "e3b0c44298fc");

@@ -79,7 +79,10 @@ fn offer(tx: &mpsc::Sender<Trigger>, trigger: Trigger) -> bool {
     match tx.try_send(trigger) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(dropped)) => {
-            tracing::trace!(?dropped, "trigger channel full; a pending trigger covers this one");
+            tracing::trace!(
+                ?dropped,
+                "trigger channel full; a pending trigger covers this one"
+            );
             true
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -98,13 +101,20 @@ impl Default for Debounce {
     /// 150 ms quiet, 1 s at most: a commit is seen within ~0.2 s, and `git` writes all the
     /// files of one commit (or of a scripted series of commits) well within 150 ms of each other.
     fn default() -> Self {
-        Self { quiet: Duration::from_millis(150), max_delay: Duration::from_secs(1) }
+        Self {
+            quiet: Duration::from_millis(150),
+            max_delay: Duration::from_secs(1),
+        }
     }
 }
 
 /// Turn a stream of changed paths into debounced [`Trigger::RepoChanged`]s. Ends when either
 /// side closes (a burst in progress is still reported if the input closes).
-async fn debounce(mut raw: mpsc::UnboundedReceiver<PathBuf>, tx: mpsc::Sender<Trigger>, settings: Debounce) {
+async fn debounce(
+    mut raw: mpsc::UnboundedReceiver<PathBuf>,
+    tx: mpsc::Sender<Trigger>,
+    settings: Debounce,
+) {
     while let Some(first) = raw.recv().await {
         let hard_deadline = Instant::now() + settings.max_delay;
         let mut paths = BTreeSet::from([first]);
@@ -128,7 +138,14 @@ async fn debounce(mut raw: mpsc::UnboundedReceiver<PathBuf>, tx: mpsc::Sender<Tr
             }
         }
         tracing::debug!(changed = paths.len() + more, "config repository changed");
-        if !offer(&tx, Trigger::RepoChanged { paths: paths.into_iter().collect(), more }) || !input_open {
+        if !offer(
+            &tx,
+            Trigger::RepoChanged {
+                paths: paths.into_iter().collect(),
+                more,
+            },
+        ) || !input_open
+        {
             return;
         }
     }
@@ -172,12 +189,21 @@ impl WatchPaths {
             }
             _ => None,
         };
-        Ok(Self { watches, head: git_dir.join("HEAD"), packed_refs: common.join("packed-refs"), refs_dir, config_file })
+        Ok(Self {
+            watches,
+            head: git_dir.join("HEAD"),
+            packed_refs: common.join("packed-refs"),
+            refs_dir,
+            config_file,
+        })
     }
 
     /// True when a change to `path` can change the config's revision.
     pub fn is_relevant(&self, path: &Path) -> bool {
-        if path == self.head || path == self.packed_refs || self.config_file.as_deref() == Some(path) {
+        if path == self.head
+            || path == self.packed_refs
+            || self.config_file.as_deref() == Some(path)
+        {
             return true;
         }
         path.starts_with(&self.refs_dir) && path.extension().is_none_or(|ext| ext != "lock")
@@ -204,32 +230,48 @@ impl RefWatcher {
         let paths = WatchPaths::for_repo(repo_dir, config_file)?;
         let (raw_tx, raw_rx) = mpsc::unbounded_channel();
         let filter = paths.clone();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
-                if matches!(event.kind, EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))) {
-                    return;
-                }
-                for path in event.paths {
-                    if filter.is_relevant(&path) {
-                        let _ = raw_tx.send(path);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                Ok(event) => {
+                    if matches!(
+                        event.kind,
+                        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                    ) {
+                        return;
+                    }
+                    for path in event.paths {
+                        if filter.is_relevant(&path) {
+                            let _ = raw_tx.send(path);
+                        }
                     }
                 }
-            }
-            // E.g. the inotify queue overflowed: something changed, we cannot say what.
-            Err(error) => {
-                tracing::warn!(%error, "filesystem watcher error; triggering a check");
-                let _ = raw_tx.send(filter.head.clone());
-            }
-        })
-        .map_err(|e| WatchError::Watch { path: repo_dir.to_path_buf(), message: e.to_string() })?;
+                // E.g. the inotify queue overflowed: something changed, we cannot say what.
+                Err(error) => {
+                    tracing::warn!(%error, "filesystem watcher error; triggering a check");
+                    let _ = raw_tx.send(filter.head.clone());
+                }
+            })
+            .map_err(|e| WatchError::Watch {
+                path: repo_dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
         for (dir, recursive) in &paths.watches {
-            let mode = if *recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
-            watcher
-                .watch(dir, mode)
-                .map_err(|e| WatchError::Watch { path: dir.clone(), message: e.to_string() })?;
+            let mode = if *recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            watcher.watch(dir, mode).map_err(|e| WatchError::Watch {
+                path: dir.clone(),
+                message: e.to_string(),
+            })?;
         }
         let task = tokio::spawn(debounce(raw_rx, tx, settings));
-        Ok(Self { _watcher: watcher, task, paths })
+        Ok(Self {
+            _watcher: watcher,
+            task,
+            paths,
+        })
     }
 
     pub fn paths(&self) -> &WatchPaths {
@@ -252,19 +294,30 @@ pub fn verify_signature(secret: &Secret, body: &[u8], header: &str) -> Result<()
         return Err(WatchError::WebhookNotConfigured);
     }
     if body.len() > MAX_WEBHOOK_BODY_BYTES {
-        return Err(WatchError::WebhookBodyTooLarge { size: body.len(), limit: MAX_WEBHOOK_BODY_BYTES });
+        return Err(WatchError::WebhookBodyTooLarge {
+            size: body.len(),
+            limit: MAX_WEBHOOK_BODY_BYTES,
+        });
     }
-    let hex_digest = header
-        .trim()
-        .strip_prefix("sha256=")
-        .ok_or(WatchError::SignatureMalformed("expected \"sha256=\" followed by 64 hex digits"))?;
+    let hex_digest =
+        header
+            .trim()
+            .strip_prefix("sha256=")
+            .ok_or(WatchError::SignatureMalformed(
+                "expected \"sha256=\" followed by 64 hex digits",
+            ))?;
     if hex_digest.len() != 64 {
-        return Err(WatchError::SignatureMalformed("the digest must be 64 hex digits"));
+        return Err(WatchError::SignatureMalformed(
+            "the digest must be 64 hex digits",
+        ));
     }
-    let expected = hex::decode(hex_digest).map_err(|_| WatchError::SignatureMalformed("the digest is not hexadecimal"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC accepts keys of any length");
+    let expected = hex::decode(hex_digest)
+        .map_err(|_| WatchError::SignatureMalformed("the digest is not hexadecimal"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC accepts keys of any length");
     mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| WatchError::SignatureMismatch)
+    mac.verify_slice(&expected)
+        .map_err(|_| WatchError::SignatureMismatch)
 }
 
 /// The `ref` of a push payload (`refs/heads/main`), to ignore pushes to other branches.
@@ -279,7 +332,10 @@ mod tests {
     use super::*;
 
     fn settings() -> Debounce {
-        Debounce { quiet: Duration::from_millis(150), max_delay: Duration::from_secs(1) }
+        Debounce {
+            quiet: Duration::from_millis(150),
+            max_delay: Duration::from_secs(1),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -291,7 +347,13 @@ mod tests {
         raw_tx.send(PathBuf::from("/r/.git/HEAD")).unwrap();
         let trigger = rx.recv().await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(150));
-        assert_eq!(trigger, Trigger::RepoChanged { paths: vec![PathBuf::from("/r/.git/HEAD")], more: 0 });
+        assert_eq!(
+            trigger,
+            Trigger::RepoChanged {
+                paths: vec![PathBuf::from("/r/.git/HEAD")],
+                more: 0
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -303,20 +365,31 @@ mod tests {
         // An event every 100 ms for 2.5 s: never quiet for 150 ms.
         let feeder = tokio::spawn(async move {
             for i in 0..25 {
-                raw_tx.send(PathBuf::from(format!("/r/.git/refs/heads/b{}", i % 3))).unwrap();
+                raw_tx
+                    .send(PathBuf::from(format!("/r/.git/refs/heads/b{}", i % 3)))
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
         let first = rx.recv().await.unwrap();
-        assert_eq!(start.elapsed(), Duration::from_secs(1), "max_delay caps the wait");
-        let Trigger::RepoChanged { paths, more } = first else { panic!("{first:?}") };
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "max_delay caps the wait"
+        );
+        let Trigger::RepoChanged { paths, more } = first else {
+            panic!("{first:?}")
+        };
         assert_eq!((paths.len(), more), (3, 0), "paths are de-duplicated");
         feeder.await.unwrap();
         let mut count = 1;
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             count += 1;
         }
-        assert_eq!(count, 3, "2.5 s of continuous events: one trigger per second of burst");
+        assert_eq!(
+            count, 3,
+            "2.5 s of continuous events: one trigger per second of burst"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -347,12 +420,18 @@ mod tests {
         assert!(rx.try_recv().is_err());
         drop(rx);
         tokio::time::sleep(Duration::from_secs(61)).await;
-        assert!(task.is_finished(), "the poll stops once the receiver is gone");
+        assert!(
+            task.is_finished(),
+            "the poll stops once the receiver is gone"
+        );
     }
 
     #[test]
     fn push_ref_reads_the_payload() {
-        assert_eq!(push_ref(br#"{"ref":"refs/heads/main","after":"abc"}"#).as_deref(), Some("refs/heads/main"));
+        assert_eq!(
+            push_ref(br#"{"ref":"refs/heads/main","after":"abc"}"#).as_deref(),
+            Some("refs/heads/main")
+        );
         assert_eq!(push_ref(br#"{"zen":"Keep it logically awesome."}"#), None);
         assert_eq!(push_ref(b"not json"), None);
     }
