@@ -392,6 +392,23 @@ fn bad_urls_and_branches_give_clear_errors() {
     );
     let source = ConfigSource::open(spec).unwrap();
     assert!(!format!("{source:?}").contains("s3cr3t"));
+    assert_eq!(
+        source.describe(),
+        "https://deploy:***@127.0.0.1:1/org/config.git#main:nodepool.yaml"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("c/config.git/config"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the mirror's config holds the token: private"
+        );
+    }
     let err = source.fetch().unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(matches!(err, WatchError::Fetch { .. }), "{text}");
@@ -441,4 +458,26 @@ fn describe_path_inside_and_outside_git() {
 
     let err = describe_path(&plain.join("missing.yaml")).unwrap_err();
     assert!(err.to_string().contains("missing.yaml"), "{err}");
+}
+
+#[test]
+fn changing_the_url_repoints_the_mirror_and_forgets_the_old_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    init(&a);
+    init(&b);
+    commit_file(&a, "nodepool.yaml", V1, "in a");
+    let in_b = commit_file(&b, "nodepool.yaml", V2, "in b");
+    ConfigSource::open(SourceSpec::remote(file_url(&a), "main", &data))
+        .unwrap()
+        .fetch()
+        .unwrap();
+
+    let moved = ConfigSource::open(SourceSpec::remote(file_url(&b), "main", &data)).unwrap();
+    let err = moved.current().unwrap_err();
+    assert!(matches!(err, WatchError::BranchNotFound { .. }), "{err}");
+    let rev = moved.fetch().unwrap();
+    assert_eq!(rev.commit.as_deref(), Some(in_b.as_str()));
+    assert_eq!(moved.read_config(&rev).unwrap(), V2);
 }

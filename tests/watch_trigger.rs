@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nodepool::secret::Secret;
-use nodepool::watch::trigger::{MAX_WEBHOOK_BODY_BYTES, push_ref};
+use nodepool::watch::trigger::{MAX_WEBHOOK_BODY_BYTES, accept_webhook, push_ref};
 use nodepool::watch::{
     ConfigSource, Debounce, RefWatcher, SourceSpec, Trigger, WatchError, verify_signature,
 };
@@ -231,6 +231,16 @@ fn valid_signatures_are_accepted() {
     )
     .unwrap();
     assert_eq!(push_ref(PUSH_BODY).as_deref(), Some("refs/heads/main"));
+    assert_eq!(
+        accept_webhook(&secret, PUSH_BODY, Some(PUSH_SIG)).unwrap(),
+        Trigger::Webhook {
+            git_ref: Some("refs/heads/main".into())
+        }
+    );
+    assert_eq!(
+        accept_webhook(&secret, DOC_BODY, Some(DOC_SIG)).unwrap(),
+        Trigger::Webhook { git_ref: None }
+    );
 }
 
 #[test]
@@ -298,6 +308,13 @@ fn bad_signatures_are_refused() {
         malformed(verify_signature(&secret, DOC_BODY, "")),
         "empty header"
     );
+    assert!(
+        malformed(accept_webhook(&secret, DOC_BODY, None).map(drop)),
+        "no header"
+    );
+    assert!(mismatch(
+        accept_webhook(&secret, PUSH_BODY, Some(DOC_SIG)).map(drop)
+    ));
 
     assert!(matches!(
         verify_signature(&Secret::new(""), DOC_BODY, DOC_SIG),

@@ -22,7 +22,8 @@ use std::path::PathBuf;
 pub use scheduler::{Action, BackoffPolicy, Job, KeyState, KeyStatus, ReconcileKey, Scheduler};
 pub use source::{ConfigSource, FetchBackend, RepoUrl, Revision, SourceSpec, describe_path};
 pub use trigger::{
-    Debounce, MAX_WEBHOOK_BODY_BYTES, RefWatcher, Trigger, spawn_poll, verify_signature,
+    Debounce, MAX_WEBHOOK_BODY_BYTES, RefWatcher, Trigger, accept_webhook, spawn_poll,
+    verify_signature,
 };
 
 /// Errors from the watch module. Messages name the repository (with any credentials in its URL

@@ -140,7 +140,9 @@ pub enum Location {
     /// A repository on this machine: a work tree (the config is read from the work tree,
     /// uncommitted edits included) or a bare repository (read at its HEAD).
     Local(PathBuf),
-    /// A remote branch, mirrored into `data_dir/config.git` and fetched on demand.
+    /// A remote branch, mirrored into `data_dir/config.git` and fetched on demand. Credentials
+    /// are best left to git (a credential helper, an ssh key); a token in the URL works, is
+    /// redacted from every message, and is stored in the mirror's `config` (mode 0600).
     Remote {
         url: RepoUrl,
         branch: String,
@@ -305,6 +307,19 @@ impl ConfigSource {
                         tracing::info!(url = %url, "config repository URL changed; re-pointing the mirror");
                         repo.remote_set_url("origin", url.expose())
                             .map_err(|e| WatchError::git(context(), e))?;
+                        // What was fetched from the old URL is not the new source's state.
+                        let stale: Vec<String> = repo
+                            .references_glob(&format!("{TRACKING_PREFIX}*"))
+                            .map_err(|e| WatchError::git(context(), e))?
+                            .filter_map(|r| r.ok()?.name().ok().map(str::to_owned))
+                            .collect();
+                        for name in stale {
+                            if let Ok(mut reference) = repo.find_reference(&name) {
+                                reference
+                                    .delete()
+                                    .map_err(|e| WatchError::git(context(), e))?;
+                            }
+                        }
                     }
                     Err(_) => {
                         repo.remote_with_fetch(
@@ -314,6 +329,15 @@ impl ConfigSource {
                         )
                         .map_err(|e| WatchError::git(context(), e))?;
                     }
+                }
+                // The remote URL (credentials included, if the URL has them) lives in the
+                // mirror's config, as in any clone: keep that file private.
+                #[cfg(unix)]
+                if url_secret(url.expose()).is_some() {
+                    use std::os::unix::fs::PermissionsExt;
+                    let config = mirror.join("config");
+                    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| WatchError::io(&config, e))?;
                 }
                 mirror
             }
@@ -329,6 +353,16 @@ impl ConfigSource {
     /// repository of a local source, the mirror of a remote one. (See [`super::RefWatcher`].)
     pub fn repo_dir(&self) -> &Path {
         &self.repo_dir
+    }
+
+    /// Where the config comes from, for status and the revision journal, without credentials:
+    /// `/srv/config:nodepool.yaml`, `https://***@git.example.com/ops/config.git#main:nodepool.yaml`.
+    pub fn describe(&self) -> String {
+        let file = self.spec.config_file.display();
+        match &self.spec.location {
+            Location::Local(path) => format!("{}:{file}", path.display()),
+            Location::Remote { url, branch, .. } => format!("{}#{branch}:{file}", url.redacted()),
+        }
     }
 
     pub fn is_local(&self) -> bool {

@@ -320,6 +320,23 @@ pub fn verify_signature(secret: &Secret, body: &[u8], header: &str) -> Result<()
         .map_err(|_| WatchError::SignatureMismatch)
 }
 
+/// Everything the webhook endpoint needs: check the signature (`header` is the value of
+/// [`SIGNATURE_HEADER`], `None` when absent) and turn the delivery into a
+/// [`Trigger::Webhook`]. Send nothing on error: an unsigned request must not trigger work.
+pub fn accept_webhook(
+    secret: &Secret,
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<Trigger, WatchError> {
+    let header = header.ok_or(WatchError::SignatureMalformed(
+        "the X-Hub-Signature-256 header is missing",
+    ))?;
+    verify_signature(secret, body, header)?;
+    Ok(Trigger::Webhook {
+        git_ref: push_ref(body),
+    })
+}
+
 /// The `ref` of a push payload (`refs/heads/main`), to ignore pushes to other branches.
 /// `None` for other events (`ping`) or bodies that are not JSON.
 pub fn push_ref(body: &[u8]) -> Option<String> {
