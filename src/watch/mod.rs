@@ -10,8 +10,46 @@
 //! - [`scheduler`]: a de-duplicating, per-key scheduler with capped exponential backoff, so each
 //!   provider reconciles on its own and one broken cloud never holds up the others.
 //!
-//! Everything here is blocking-free except where noted: [`ConfigSource`] calls libgit2 (or the
-//! `git` binary) synchronously, so async callers run it under `tokio::task::spawn_blocking`.
+//! How they fit together (the daemon adds validation, the providers and shutdown):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use nodepool::watch::{
+//!     Action, BackoffPolicy, ConfigSource, Debounce, ReconcileKey, RefWatcher, Scheduler,
+//!     SourceSpec, spawn_poll,
+//! };
+//! use tokio::sync::mpsc;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = ConfigSource::open(SourceSpec::local("/srv/nodepool-config"))?;
+//! let (tx, mut triggers) = mpsc::channel(8);
+//! let _poll = spawn_poll(Duration::from_secs(60), tx.clone());
+//! let _refs = RefWatcher::start(source.repo_dir(), Some(source.config_file()), tx, Debounce::default())?;
+//!
+//! let scheduler = Scheduler::new(BackoffPolicy::default());
+//! scheduler.schedule_now(ReconcileKey::Config);
+//! let on_trigger = scheduler.clone();
+//! tokio::spawn(async move {
+//!     while triggers.recv().await.is_some() {
+//!         on_trigger.schedule_now(ReconcileKey::Config);
+//!     }
+//! });
+//! scheduler
+//!     .run(|key| async move {
+//!         match key {
+//!             ReconcileKey::Config => { /* fetch, validate, schedule changed providers */ }
+//!             ReconcileKey::Provider(_name) => { /* observe, plan, apply one provider */ }
+//!         }
+//!         Ok::<_, String>(Action::Done)
+//!     })
+//!     .await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`ConfigSource`] is synchronous (libgit2, or the `git` binary for network fetches): async
+//! callers run it under `tokio::task::spawn_blocking`. Triggers and the scheduler are tokio
+//! tasks and timers.
 
 pub mod scheduler;
 pub mod source;
