@@ -91,7 +91,6 @@ fn summary(mut v: Vec<Duration>) -> String {
 
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing we need to read.
     println!(
         "watch_latency: `git commit` in a watched local repo → debounced trigger ({SAMPLES} samples each)"
     );
