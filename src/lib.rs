@@ -11,3 +11,4 @@ pub mod reconcile;
 pub mod secret;
 pub mod state;
 pub mod tables;
+pub mod watch;
