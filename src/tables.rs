@@ -21,18 +21,46 @@ fn opt(v: &Option<String>) -> String {
 
 /// `nodepool list`: nodes, with what their cloud says of each server (`cloud` maps a server
 /// id to its status; a provider that could not be listed shows `?`).
-pub fn nodes(nodes: &[Node], cloud: &BTreeMap<String, Option<BTreeMap<String, String>>>, now: i64, detail: bool) -> String {
-    let mut header = vec!["ID", "Provider", "Label", "Server ID", "Public IPv4", "IPv6", "State", "Age", "Cloud"];
+pub fn nodes(
+    nodes: &[Node],
+    cloud: &BTreeMap<String, Option<BTreeMap<String, String>>>,
+    now: i64,
+    detail: bool,
+) -> String {
+    let mut header = vec![
+        "ID",
+        "Provider",
+        "Label",
+        "Server ID",
+        "Public IPv4",
+        "IPv6",
+        "State",
+        "Age",
+        "Cloud",
+    ];
     if detail {
         header.extend([
-            "Pool", "Hostname", "Private IPv4", "AZ", "Connection", "Image", "Flavor", "Request", "Attempts", "Hold", "Last error",
+            "Pool",
+            "Hostname",
+            "Private IPv4",
+            "AZ",
+            "Connection",
+            "Image",
+            "Flavor",
+            "Request",
+            "Attempts",
+            "Hold",
+            "Last error",
         ]);
     }
     let mut t = table(&header);
     for n in nodes {
         let in_cloud = match cloud.get(&n.provider) {
             Some(Some(servers)) => match n.details.server_id.as_deref() {
-                Some(sid) => servers.get(sid).cloned().unwrap_or_else(|| "missing".into()),
+                Some(sid) => servers
+                    .get(sid)
+                    .cloned()
+                    .unwrap_or_else(|| "missing".into()),
                 None => "-".into(),
             },
             _ => "?".into(),
@@ -75,7 +103,17 @@ pub fn nodes(nodes: &[Node], cloud: &BTreeMap<String, Option<BTreeMap<String, St
 
 /// `nodepool request-list`.
 pub fn requests(reqs: &[NodeRequest], now: i64) -> String {
-    let mut t = table(&["Request ID", "State", "Requestor", "Labels", "Nodes", "Priority", "Tenant", "Age", "Declined"]);
+    let mut t = table(&[
+        "Request ID",
+        "State",
+        "Requestor",
+        "Labels",
+        "Nodes",
+        "Priority",
+        "Tenant",
+        "Age",
+        "Declined",
+    ]);
     for r in reqs {
         t.add_row(vec![
             r.id.clone(),
@@ -94,7 +132,16 @@ pub fn requests(reqs: &[NodeRequest], now: i64) -> String {
 
 /// `nodepool image-list`: uploads.
 pub fn uploads(ups: &[ImageUpload], now: i64) -> String {
-    let mut t = table(&["Build ID", "Upload ID", "Provider", "Image", "Provider Image Name", "Provider Image ID", "State", "Age"]);
+    let mut t = table(&[
+        "Build ID",
+        "Upload ID",
+        "Provider",
+        "Image",
+        "Provider Image Name",
+        "Provider Image ID",
+        "State",
+        "Age",
+    ]);
     for u in ups {
         t.add_row(vec![
             opt(&u.build_id),
@@ -112,7 +159,15 @@ pub fn uploads(ups: &[ImageUpload], now: i64) -> String {
 
 /// `nodepool dib-image-list`: builds.
 pub fn builds(builds: &[ImageBuild], now: i64) -> String {
-    let mut t = table(&["ID", "Image", "Builder", "Formats", "State", "Age", "Exit code"]);
+    let mut t = table(&[
+        "ID",
+        "Image",
+        "Builder",
+        "Formats",
+        "State",
+        "Age",
+        "Exit code",
+    ]);
     for b in builds {
         t.add_row(vec![
             b.id.clone(),
@@ -169,7 +224,12 @@ pub fn doctor(provider: &str, r: &crate::cloud::doctor::DoctorReport) -> String 
     let _ = writeln!(s, "{t}");
     if let Some(q) = &r.quota {
         let f = |q: &crate::cloud::Quota| {
-            format!("{} of {}", q.used, q.limit.map_or_else(|| "unlimited".to_owned(), |l| l.to_string()))
+            format!(
+                "{} of {}",
+                q.used,
+                q.limit
+                    .map_or_else(|| "unlimited".to_owned(), |l| l.to_string())
+            )
         };
         let _ = writeln!(
             s,

@@ -18,7 +18,9 @@ fn config(hook: Option<&str>, min_ready: u32) -> String {
          \x20   diskimages:\n      - name: img\n        meta: {{purpose: test}}\n\
          \x20   pools:\n      - name: main\n        max-servers: 5\n        networks: [private]\n\
          \x20       auto-floating-ip: false\n        labels:\n          - {{name: dimg, diskimage: img, min-ram: 512}}\n",
-        hook = hook.map(|h| format!("    post-upload-hook: {h}\n")).unwrap_or_default()
+        hook = hook
+            .map(|h| format!("    post-upload-hook: {h}\n"))
+            .unwrap_or_default()
     )
 }
 
@@ -42,8 +44,13 @@ async fn build_upload_launch_in_one_apply() {
     assert_eq!(builds.len(), 1);
     assert_eq!(builds[0].state, BuildState::Ready);
     assert_eq!(builds[0].formats, ["qcow2"]);
-    assert!(env.path("images").join(format!("img-{}.qcow2", builds[0].id)).exists());
-    let log = std::fs::read_to_string(env.path("logs").join(format!("img-{}.log", builds[0].id))).unwrap();
+    assert!(
+        env.path("images")
+            .join(format!("img-{}.qcow2", builds[0].id))
+            .exists()
+    );
+    let log = std::fs::read_to_string(env.path("logs").join(format!("img-{}.log", builds[0].id)))
+        .unwrap();
     assert!(log.trim_end().ends_with("Exit code: 0"), "{log}");
     let uploads = ws.store.read().uploads().unwrap();
     assert_eq!(uploads.len(), 1);
@@ -51,13 +58,25 @@ async fn build_upload_launch_in_one_apply() {
     let image_id = uploads[0].details.external_id.clone().unwrap();
     let img = ws.clients["east"].get_image(&image_id).await.unwrap();
     assert_eq!(img.status.as_str(), "active");
-    assert_eq!(img.properties.get("nodepool_upload_id"), Some(&uploads[0].id));
-    assert_eq!(img.properties.get("purpose").map(String::as_str), Some("test"));
+    assert_eq!(
+        img.properties.get("nodepool_upload_id"),
+        Some(&uploads[0].id)
+    );
+    assert_eq!(
+        img.properties.get("purpose").map(String::as_str),
+        Some("test")
+    );
     let nodes = ws.store.read().nodes().unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].state, NodeState::Ready);
-    assert_eq!(nodes[0].details.image_id.as_deref(), Some(image_id.as_str()));
-    assert_eq!(nodes[0].details.upload_id.as_deref(), Some(uploads[0].id.as_str()));
+    assert_eq!(
+        nodes[0].details.image_id.as_deref(),
+        Some(image_id.as_str())
+    );
+    assert_eq!(
+        nodes[0].details.upload_id.as_deref(),
+        Some(uploads[0].id.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,9 +107,14 @@ async fn failing_post_upload_hook_deletes_the_image() {
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert!(report.failed[0].1.contains("hook"), "{:?}", report.failed);
     let ws = env.workspace();
-    let images = ws.clients["east"].list_images(&Default::default()).await.unwrap();
+    let images = ws.clients["east"]
+        .list_images(&Default::default())
+        .await
+        .unwrap();
     assert!(
-        images.iter().all(|i| !i.properties.contains_key("nodepool_upload_id")),
+        images
+            .iter()
+            .all(|i| !i.properties.contains_key("nodepool_upload_id")),
         "the hook's image was deleted: {images:#?}"
     );
     let uploads = ws.store.read().uploads().unwrap();
@@ -103,7 +127,10 @@ async fn failing_image_delete_is_retried_until_it_succeeds() {
     env.converge(3).await;
     // The provider stops listing the image: its upload must go, while Glance refuses twice.
     // (Its pool label needs the image listed, so the pool goes too.)
-    let cfg = config(None, 0).replace("    diskimages:\n      - name: img\n        meta: {purpose: test}\n", "    diskimages: []\n");
+    let cfg = config(None, 0).replace(
+        "    diskimages:\n      - name: img\n        meta: {purpose: test}\n",
+        "    diskimages: []\n",
+    );
     env.set_config(&(cfg.split("    pools:").next().unwrap().to_owned() + "    pools: []\n"));
     env.sim
         .add_fault(FaultRule {
@@ -119,10 +146,20 @@ async fn failing_image_delete_is_retried_until_it_succeeds() {
         })
         .unwrap();
     let (_, first) = env.apply_once().await;
-    assert!(!first.failed.is_empty(), "the first delete fails: {first:?}");
+    assert!(
+        !first.failed.is_empty(),
+        "the first delete fails: {first:?}"
+    );
     env.converge(6).await;
     let ws = env.workspace();
     assert!(ws.store.read().uploads().unwrap().is_empty());
-    let images = ws.clients["east"].list_images(&Default::default()).await.unwrap();
-    assert!(images.iter().all(|i| !i.properties.contains_key("nodepool_upload_id")));
+    let images = ws.clients["east"]
+        .list_images(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        images
+            .iter()
+            .all(|i| !i.properties.contains_key("nodepool_upload_id"))
+    );
 }

@@ -34,19 +34,34 @@ async fn check_invariants(env: &sim::Env, expect_nodes: usize, round: usize) {
     let servers = env.servers().await;
     let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(nodes.len(), expect_nodes, "round {round}: nodes {nodes:#?}");
-    assert!(nodes.iter().all(|n| n.state == NodeState::Ready), "round {round}: {nodes:#?}");
+    assert!(
+        nodes.iter().all(|n| n.state == NodeState::Ready),
+        "round {round}: {nodes:#?}"
+    );
     // No leaked server: every server belongs to a node record, and no node has two.
-    assert_eq!(servers.len(), nodes.len(), "round {round}: servers {servers:#?} nodes {nodes:#?}");
+    assert_eq!(
+        servers.len(),
+        nodes.len(),
+        "round {round}: servers {servers:#?} nodes {nodes:#?}"
+    );
     for s in &servers {
         let nid = s.3.as_deref().expect("our servers carry their node id");
         assert!(ids.contains(nid), "round {round}: server {s:?} has no node");
     }
-    let node_ids_of_servers: BTreeSet<&str> = servers.iter().filter_map(|s| s.3.as_deref()).collect();
-    assert_eq!(node_ids_of_servers.len(), servers.len(), "round {round}: two servers for one node");
+    let node_ids_of_servers: BTreeSet<&str> =
+        servers.iter().filter_map(|s| s.3.as_deref()).collect();
+    assert_eq!(
+        node_ids_of_servers.len(),
+        servers.len(),
+        "round {round}: two servers for one node"
+    );
     // The journal has nothing left open.
     let ws = env.workspace();
     let open = ws.store.read().unfinished_journal().unwrap();
-    assert!(open.is_empty(), "round {round}: open journal entries {open:#?}");
+    assert!(
+        open.is_empty(),
+        "round {round}: open journal entries {open:#?}"
+    );
     let _ = JournalStatus::Done;
 }
 
@@ -62,7 +77,10 @@ async fn kill_nine_at_random_points_then_apply_again() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_261_124_u64);
-    let rounds: usize = std::env::var("KILL_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let rounds: usize = std::env::var("KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     println!("kill test: seed {seed}, {rounds} rounds");
     let mut rng = fastrand::Rng::with_seed(seed);
     for round in 0..rounds {
@@ -85,6 +103,7 @@ async fn kill_nine_at_random_points_then_apply_again() {
 /// holder process is gone and takes over at once.
 async fn wait_for_lease(env: &sim::Env) {
     let mut ws = env.workspace();
-    let l = nodepool::ops::apply::lease(&mut ws.store, "kill-test").expect("the dead holder's lease is broken");
+    let l = nodepool::ops::apply::lease(&mut ws.store, "kill-test")
+        .expect("the dead holder's lease is broken");
     l.release().unwrap();
 }

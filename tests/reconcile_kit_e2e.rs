@@ -26,7 +26,9 @@ async fn converge(paths: &Paths) {
     for _ in 0..6 {
         let mut ws = Workspace::open(paths.clone()).unwrap();
         let lease = ops::apply::lease(&mut ws.store, "kit-e2e").unwrap();
-        let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix()).await.unwrap();
+        let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix())
+            .await
+            .unwrap();
         if planned.doc.plan.is_empty() {
             return;
         }
@@ -44,8 +46,13 @@ async fn converge(paths: &Paths) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kit_min_ready_request_release() {
-    let (Some(clouds), Some(_)) = (std::env::var_os("OS_CLIENT_CONFIG_FILE"), std::env::var_os("OSKIT_INFO")) else {
-        eprintln!("kit_min_ready_request_release: skipped: no OpenStack kit (see testing/openstack/NODEPOOL.md)");
+    let (Some(clouds), Some(_)) = (
+        std::env::var_os("OS_CLIENT_CONFIG_FILE"),
+        std::env::var_os("OSKIT_INFO"),
+    ) else {
+        eprintln!(
+            "kit_min_ready_request_release: skipped: no OpenStack kit (see testing/openstack/NODEPOOL.md)"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -69,13 +76,25 @@ async fn kit_min_ready_request_release() {
             .expect("the node's server exists in Nova");
         assert_eq!(s.status.as_str(), "ACTIVE");
         assert_eq!(s.metadata.get("nodepool_node_id"), Some(&n.id));
-        assert_eq!(s.metadata.get("nodepool_provider_name").map(String::as_str), Some("kit"));
+        assert_eq!(
+            s.metadata.get("nodepool_provider_name").map(String::as_str),
+            Some("kit")
+        );
     }
     drop(ws);
 
     std::fs::write(&paths.config, config(3)).unwrap();
     converge(&paths).await;
-    assert_eq!(Workspace::open(paths.clone()).unwrap().store.read().nodes().unwrap().len(), 3);
+    assert_eq!(
+        Workspace::open(paths.clone())
+            .unwrap()
+            .store
+            .read()
+            .nodes()
+            .unwrap()
+            .len(),
+        3
+    );
 
     let mut ws = Workspace::open(paths.clone()).unwrap();
     let req = ops::nodes::request(
@@ -94,20 +113,55 @@ async fn kit_min_ready_request_release() {
     let r = ws.store.read().request(&req.id).unwrap().unwrap();
     assert_eq!(r.state, RequestState::Fulfilled);
     let used = r.nodes[0].clone();
-    let used_server = ws.store.read().node(&used).unwrap().unwrap().details.server_id.unwrap();
+    let used_server = ws
+        .store
+        .read()
+        .node(&used)
+        .unwrap()
+        .unwrap()
+        .details
+        .server_id
+        .unwrap();
     ops::nodes::release(&mut ws, &used).unwrap();
     drop(ws);
     converge(&paths).await;
     let ws = Workspace::open(paths.clone()).unwrap();
     let nodes = ws.store.read().nodes().unwrap();
-    assert!(nodes.iter().all(|n| n.id != used), "the released node is gone");
-    assert_eq!(nodes.iter().filter(|n| n.state == NodeState::Ready && n.details.allocated_request.is_none()).count(), 3);
-    let servers = ws.clients["kit"].list_servers(&Default::default()).await.unwrap();
-    assert!(servers.iter().all(|s| s.id != used_server), "its server was deleted");
+    assert!(
+        nodes.iter().all(|n| n.id != used),
+        "the released node is gone"
+    );
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Ready && n.details.allocated_request.is_none())
+            .count(),
+        3
+    );
+    let servers = ws.clients["kit"]
+        .list_servers(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        servers.iter().all(|s| s.id != used_server),
+        "its server was deleted"
+    );
     drop(ws);
 
     // Clean up the shared cloud.
-    std::fs::write(&paths.config, config(0).replace("max-servers: 4", "max-servers: 0")).unwrap();
+    std::fs::write(
+        &paths.config,
+        config(0).replace("max-servers: 4", "max-servers: 0"),
+    )
+    .unwrap();
     converge(&paths).await;
-    assert!(Workspace::open(paths).unwrap().store.read().nodes().unwrap().is_empty());
+    assert!(
+        Workspace::open(paths)
+            .unwrap()
+            .store
+            .read()
+            .nodes()
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -22,14 +22,22 @@ async fn apply_converges_and_second_plan_is_empty() {
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     let nodes = env.nodes();
     assert_eq!(nodes.len(), 3);
-    assert!(nodes.iter().all(|n| n.state == NodeState::Ready && n.details.interface_ip.is_some()));
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.state == NodeState::Ready && n.details.interface_ip.is_some())
+    );
     let (n, _) = env.apply_once().await;
     assert_eq!(n, 0, "a second plan has no changes");
     // Every server carries our metadata naming its node.
     let servers = env.servers().await;
     assert_eq!(servers.len(), 3);
     for n in &nodes {
-        assert!(servers.iter().any(|s| s.3.as_deref() == Some(n.id.as_str()) && s.2 == "ACTIVE"));
+        assert!(
+            servers
+                .iter()
+                .any(|s| s.3.as_deref() == Some(n.id.as_str()) && s.2 == "ACTIVE")
+        );
     }
 }
 
@@ -50,7 +58,13 @@ async fn requests_fulfilled_and_released_nodes_replaced() {
     .unwrap();
     drop(ws);
     env.converge(4).await;
-    let r = env.workspace().store.read().request(&req.id).unwrap().unwrap();
+    let r = env
+        .workspace()
+        .store
+        .read()
+        .request(&req.id)
+        .unwrap()
+        .unwrap();
     assert_eq!(r.state, RequestState::Fulfilled);
     assert_eq!(r.nodes.len(), 2);
     // min-ready is kept apart from the request's nodes.
@@ -68,9 +82,16 @@ async fn requests_fulfilled_and_released_nodes_replaced() {
     drop(ws);
     env.converge(4).await;
     let nodes = env.nodes();
-    assert!(nodes.iter().all(|n| !r.nodes.contains(&n.id)), "released nodes are gone");
+    assert!(
+        nodes.iter().all(|n| !r.nodes.contains(&n.id)),
+        "released nodes are gone"
+    );
     let servers = env.servers().await;
-    assert_eq!(servers.len(), nodes.len(), "no server without a node: {servers:?}");
+    assert_eq!(
+        servers.len(),
+        nodes.len(),
+        "no server without a node: {servers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +105,10 @@ async fn stale_deleting_records_do_not_block_spawns() {
     let mut store = env.workspace().store;
     for n in env.nodes() {
         store.set_node_state(&n.id, NodeState::Deleting).unwrap();
-        client.delete_server(n.details.server_id.as_deref().unwrap()).await.unwrap();
+        client
+            .delete_server(n.details.server_id.as_deref().unwrap())
+            .await
+            .unwrap();
     }
     drop(store);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -176,5 +200,9 @@ async fn converges_through_injected_faults() {
     assert_eq!(nodes.len(), 4, "{nodes:#?}");
     assert!(nodes.iter().all(|n| n.state == NodeState::Ready));
     let servers = env.servers().await;
-    assert_eq!(servers.len(), 4, "no leaked or duplicate server: {servers:?}");
+    assert_eq!(
+        servers.len(),
+        4,
+        "no leaked or duplicate server: {servers:?}"
+    );
 }

@@ -892,6 +892,39 @@ fn image_logs(dir: &Path, image: &str) -> Vec<(PathBuf, SystemTime)> {
         .collect()
 }
 
+/// The file of an earlier build in `format`, with its checksums (what an upload of an
+/// existing build sends).
+pub fn built_file(
+    dirs: &BuildDirs,
+    image: &str,
+    build_id: &str,
+    format: &str,
+) -> Result<BuiltFile, BuildError> {
+    let base = dirs.images_dir.join(format!("{image}-{build_id}"));
+    let path = PathBuf::from(format!("{}.{}", base.display(), file_extension(format)));
+    let bad = |path: &Path, message: String| BuildError::BadOutput {
+        image: image.to_owned(),
+        build_id: build_id.to_owned(),
+        path: path.to_owned(),
+        message,
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| bad(&path, format!("{format} image: {e}")))?;
+    let md5 = read_checksum(&path, "md5", 32).map_err(|(p, m)| bad(&p, m))?;
+    let sha256 = read_checksum(&path, "sha256", 64).map_err(|(p, m)| bad(&p, m))?;
+    Ok(BuiltFile {
+        format: format.to_owned(),
+        path,
+        size: meta.len(),
+        md5,
+        sha256,
+    })
+}
+
+/// Remove every file of a build (images, checksums, leftovers) from `images_dir`.
+pub fn remove_build_files(dirs: &BuildDirs, image: &str, build_id: &str) -> std::io::Result<()> {
+    remove_outputs(&dirs.images_dir.join(format!("{image}-{build_id}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1148,32 +1181,4 @@ mod tests {
         assert_eq!(dirs.log_dir, Path::new("/var/log/np"));
         assert_eq!(dirs.log_retention, -1);
     }
-}
-
-/// The file of an earlier build in `format`, with its checksums (what an upload of an
-/// existing build sends).
-pub fn built_file(dirs: &BuildDirs, image: &str, build_id: &str, format: &str) -> Result<BuiltFile, BuildError> {
-    let base = dirs.images_dir.join(format!("{image}-{build_id}"));
-    let path = PathBuf::from(format!("{}.{}", base.display(), file_extension(format)));
-    let bad = |path: &Path, message: String| BuildError::BadOutput {
-        image: image.to_owned(),
-        build_id: build_id.to_owned(),
-        path: path.to_owned(),
-        message,
-    };
-    let meta = std::fs::metadata(&path).map_err(|e| bad(&path, format!("{format} image: {e}")))?;
-    let md5 = read_checksum(&path, "md5", 32).map_err(|(p, m)| bad(&p, m))?;
-    let sha256 = read_checksum(&path, "sha256", 64).map_err(|(p, m)| bad(&p, m))?;
-    Ok(BuiltFile {
-        format: format.to_owned(),
-        path,
-        size: meta.len(),
-        md5,
-        sha256,
-    })
-}
-
-/// Remove every file of a build (images, checksums, leftovers) from `images_dir`.
-pub fn remove_build_files(dirs: &BuildDirs, image: &str, build_id: &str) -> std::io::Result<()> {
-    remove_outputs(&dirs.images_dir.join(format!("{image}-{build_id}")))
 }

@@ -141,7 +141,9 @@ pub fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(nodes::alien_image_list(args, provider)))
         }
         Command::Info { args, provider } => nodes::info(args, provider),
-        Command::Doctor { args, provider } => runtime().and_then(|rt| rt.block_on(nodes::doctor(args, provider))),
+        Command::Doctor { args, provider } => {
+            runtime().and_then(|rt| rt.block_on(nodes::doctor(args, provider)))
+        }
         Command::Schema => {
             println!(
                 "{}",
@@ -161,13 +163,14 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("NODEPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("NODEPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -47,9 +47,16 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     } else {
         let statuses: BTreeMap<String, Option<BTreeMap<String, String>>> =
             clouds.into_iter().map(|(p, r)| (p, r.ok())).collect();
-        println!("{}", tables::nodes(&nodes, &statuses, now_unix(), args.detail));
+        println!(
+            "{}",
+            tables::nodes(&nodes, &statuses, now_unix(), args.detail)
+        );
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,7 +130,10 @@ pub fn release(args: NodeArgs) -> anyhow::Result<ExitCode> {
 pub fn delete(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let mut ws = Workspace::open(args.state.paths())?;
     let n = ops::nodes::delete(&mut ws, &args.node_id)?;
-    println!("node {} is {}; the next apply deletes its server and record", n.id, n.state);
+    println!(
+        "node {} is {}; the next apply deletes its server and record",
+        n.id, n.state
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,7 +156,9 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<ExitCode> {
     println!(
         "node {} is held{}",
         n.id,
-        args.expires.map(|e| format!(" for {e} s")).unwrap_or_default()
+        args.expires
+            .map(|e| format!(" for {e} s"))
+            .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -192,7 +204,10 @@ pub fn dib_image_list(args: TableArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn alien_image_list(args: TableArgs, provider: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn alien_image_list(
+    args: TableArgs,
+    provider: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let ws = Workspace::open(args.state.paths())?;
     let mut found = ops::inventory::alien_images(&ws).await;
     if let Some(p) = &provider {
@@ -205,14 +220,21 @@ pub async fn alien_image_list(args: TableArgs, provider: Option<String>) -> anyh
     let rows: Vec<(String, String, String)> = found
         .iter()
         .filter_map(|(p, r)| r.as_ref().ok().map(|v| (p, v)))
-        .flat_map(|(p, v)| v.iter().map(move |(n, id)| (p.clone(), n.clone(), id.clone())))
+        .flat_map(|(p, v)| {
+            v.iter()
+                .map(move |(n, id)| (p.clone(), n.clone(), id.clone()))
+        })
         .collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!("{}", tables::alien_images(&rows));
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn info(args: TableArgs, provider: String) -> anyhow::Result<ExitCode> {
@@ -223,10 +245,16 @@ pub fn info(args: TableArgs, provider: String) -> anyhow::Result<ExitCode> {
     let nodes = ws.store.read().nodes_of_provider(&provider)?;
     let ups = ws.store.read().uploads_of_provider(&provider)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes, "uploads": ups}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes, "uploads": ups}))?
+        );
     } else {
         println!("Nodes of provider {provider}:");
-        println!("{}", tables::nodes(&nodes, &BTreeMap::new(), now_unix(), false));
+        println!(
+            "{}",
+            tables::nodes(&nodes, &BTreeMap::new(), now_unix(), false)
+        );
         println!("\nImage uploads of provider {provider}:");
         println!("{}", tables::uploads(&ups, now_unix()));
     }
@@ -296,5 +324,9 @@ pub async fn doctor(args: TableArgs, provider: Option<String>) -> anyhow::Result
         let doc: BTreeMap<String, _> = reports.into_iter().collect();
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

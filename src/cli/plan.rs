@@ -64,15 +64,24 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&planned.doc)?);
     } else {
         print!("{}", header(&ws)?);
-        print!("{}", render::text(&planned.doc.plan, planned.diff.as_deref()));
+        print!(
+            "{}",
+            render::text(&planned.doc.plan, planned.diff.as_deref())
+        );
         if let Some(out) = &args.out {
-            println!("\nSaved the plan to {}. Apply it with: nodepool apply {}", out.display(), out.display());
+            println!(
+                "\nSaved the plan to {}. Apply it with: nodepool apply {}",
+                out.display(),
+                out.display()
+            );
         }
     }
-    Ok(match (args.detailed_exitcode, planned.doc.plan.is_empty()) {
-        (true, false) => ExitCode::from(2),
-        _ => ExitCode::SUCCESS,
-    })
+    Ok(
+        match (args.detailed_exitcode, planned.doc.plan.is_empty()) {
+            (true, false) => ExitCode::from(2),
+            _ => ExitCode::SUCCESS,
+        },
+    )
 }
 
 /// Write a file readable by its owner only (plans name servers and addresses).
@@ -93,8 +102,8 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let doc: PlanDocument = match &args.plan_file {
         Some(f) => {
             let text = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            let doc: PlanDocument =
-                serde_json::from_slice(&text).with_context(|| format!("{} is not a saved plan", f.display()))?;
+            let doc: PlanDocument = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a saved plan", f.display()))?;
             if doc.format_version != render::FORMAT_VERSION {
                 bail!(
                     "{} has plan format {}, this version reads {}",
@@ -111,7 +120,10 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         None => {
             let planned = ops::plan::plan(&mut ws, now()).await?;
             print!("{}", header(&ws)?);
-            print!("{}", render::text(&planned.doc.plan, planned.diff.as_deref()));
+            print!(
+                "{}",
+                render::text(&planned.doc.plan, planned.diff.as_deref())
+            );
             if planned.doc.plan.is_empty() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -154,7 +166,9 @@ pub(super) async fn run_apply(
 
 pub(super) fn confirm() -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
-        bail!("standard input is not a terminal: refusing to ask for confirmation; use --auto-approve or a saved plan");
+        bail!(
+            "standard input is not a terminal: refusing to ask for confirmation; use --auto-approve or a saved plan"
+        );
     }
     print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
     std::io::stdout().flush()?;

@@ -641,6 +641,20 @@ fn limits_from(abs: &BTreeMap<String, Value>) -> Limits {
     }
 }
 
+impl ServerStatus {
+    /// Nova's spelling (`ACTIVE`, `BUILD`, ...).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Build => "BUILD",
+            Self::Active => "ACTIVE",
+            Self::Error => "ERROR",
+            Self::Deleted => "DELETED",
+            Self::Shutoff => "SHUTOFF",
+            Self::Other(s) => s,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,19 +829,5 @@ mod tests {
         assert_eq!(path_id("c510a171-00a9").unwrap(), "c510a171-00a9");
         assert_eq!(path_id("../x y").unwrap(), "..%2Fx%20y");
         assert!(path_id("").is_err() && path_id("..").is_err() && path_id(".").is_err());
-    }
-}
-
-impl ServerStatus {
-    /// Nova's spelling (`ACTIVE`, `BUILD`, ...).
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Build => "BUILD",
-            Self::Active => "ACTIVE",
-            Self::Error => "ERROR",
-            Self::Deleted => "DELETED",
-            Self::Shutoff => "SHUTOFF",
-            Self::Other(s) => s,
-        }
     }
 }

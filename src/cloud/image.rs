@@ -351,6 +351,24 @@ impl OpenStackClient {
     }
 }
 
+impl ImageStatus {
+    /// Glance's spelling (`active`, `queued`, ...).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Queued => "queued",
+            Self::Saving => "saving",
+            Self::Uploading => "uploading",
+            Self::Importing => "importing",
+            Self::Active => "active",
+            Self::Killed => "killed",
+            Self::Deleted => "deleted",
+            Self::PendingDelete => "pending_delete",
+            Self::Deactivated => "deactivated",
+            Self::Other(s) => s,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,23 +491,5 @@ mod tests {
         })
         .await;
         assert!(matches!(missing, Err(CloudError::Io { .. })));
-    }
-}
-
-impl ImageStatus {
-    /// Glance's spelling (`active`, `queued`, ...).
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Queued => "queued",
-            Self::Saving => "saving",
-            Self::Uploading => "uploading",
-            Self::Importing => "importing",
-            Self::Active => "active",
-            Self::Killed => "killed",
-            Self::Deleted => "deleted",
-            Self::PendingDelete => "pending_delete",
-            Self::Deactivated => "deactivated",
-            Self::Other(s) => s,
-        }
     }
 }

@@ -2,7 +2,7 @@
 //! config revision.
 
 use super::{OpError, Workspace};
-use crate::reconcile::apply::{ApplyOptions, ApplyReport, Applier, Reporter};
+use crate::reconcile::apply::{Applier, ApplyOptions, ApplyReport, Reporter};
 use crate::reconcile::render::PlanDocument;
 use crate::reconcile::stale;
 use crate::state::{ConfigStatus, LeaseGuard, NewConfigRevision, Store};
@@ -29,7 +29,9 @@ pub fn holder(what: &str) -> String {
 /// expire.
 pub fn lease(store: &mut Store, what: &str) -> Result<LeaseGuard, OpError> {
     match store.acquire_lease(&holder(what), LEASE_TTL) {
-        Err(crate::state::StateError::LeaseHeld { holder: h, since, .. }) if holder_is_dead(&h) => {
+        Err(crate::state::StateError::LeaseHeld {
+            holder: h, since, ..
+        }) if holder_is_dead(&h) => {
             tracing::warn!(holder = %h, "breaking the writer lease of a process that no longer runs");
             store.write(|w| w.break_lease(&h, since))?;
             Ok(store.acquire_lease(&holder(what), LEASE_TTL)?)
@@ -41,7 +43,10 @@ pub fn lease(store: &mut Store, what: &str) -> Result<LeaseGuard, OpError> {
 /// Whether a lease holder named by [`holder`] was a process of this host that is gone.
 fn holder_is_dead(h: &str) -> bool {
     let this_host = holder("");
-    let host_of = |s: &str| s.rsplit_once(" on ").map(|(_, host)| host.trim_end_matches(')').to_owned());
+    let host_of = |s: &str| {
+        s.rsplit_once(" on ")
+            .map(|(_, host)| host.trim_end_matches(')').to_owned())
+    };
     let pid = h
         .rsplit_once("(pid ")
         .and_then(|(_, rest)| rest.split_whitespace().next())
@@ -55,7 +60,11 @@ fn holder_is_dead(h: &str) -> bool {
 }
 
 /// Why a saved plan may not be applied any more, if it may not.
-pub async fn staleness(ws: &mut Workspace, doc: &PlanDocument, now: i64) -> Result<Option<String>, OpError> {
+pub async fn staleness(
+    ws: &mut Workspace,
+    doc: &PlanDocument,
+    now: i64,
+) -> Result<Option<String>, OpError> {
     if doc.config_revision != ws.revision {
         return Ok(Some(format!(
             "the config changed since the plan was made (plan: {}, now: {})",
@@ -88,7 +97,11 @@ pub async fn staleness(ws: &mut Workspace, doc: &PlanDocument, now: i64) -> Resu
     } else {
         Ok(Some(format!(
             "what the plan acts on has changed since it was made: {}",
-            moved.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            moved
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )))
     }
 }
@@ -99,7 +112,10 @@ fn close_interrupted(store: &mut Store, lease: &LeaseGuard) -> Result<usize, OpE
     Ok(store.write_under_lease(lease, |w| {
         let open = w.read().unfinished_journal()?;
         for e in &open {
-            w.journal_fail(e.id, "interrupted: the apply stopped before this finished; a later plan took over")?;
+            w.journal_fail(
+                e.id,
+                "interrupted: the apply stopped before this finished; a later plan took over",
+            )?;
         }
         Ok(open.len())
     })?)

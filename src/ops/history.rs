@@ -35,7 +35,11 @@ fn git_revision(path: &Path) -> Option<String> {
         .and_then(|o| o.as_blob().map(|b| b.content().to_vec()));
     let current = std::fs::read(path).ok()?;
     let dirty = committed.as_deref() != Some(current.as_slice());
-    Some(format!("{branch}@{}{}", &sha[..7], if dirty { "+dirty" } else { "" }))
+    Some(format!(
+        "{branch}@{}{}",
+        &sha[..7],
+        if dirty { "+dirty" } else { "" }
+    ))
 }
 
 /// The text of the config file at an earlier git revision (`<branch>@<short sha>`), if the
@@ -59,13 +63,16 @@ mod tests {
 
     fn commit_all(repo: &Repository, msg: &str) {
         let mut index = repo.index().unwrap();
-        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
         index.write().unwrap();
         let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
         let sig = git2::Signature::now("t", "t@example.com").unwrap();
         let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
         let parents: Vec<&git2::Commit> = parent.iter().collect();
-        repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents).unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents)
+            .unwrap();
     }
 
     #[test]

@@ -12,11 +12,18 @@ pub async fn servers(ws: &Workspace) -> BTreeMap<String, Result<BTreeMap<String,
         let r = c
             .list_servers(&ServerQuery::default())
             .await
-            .map(|ss| ss.into_iter().map(|s| (s.id, s.status.as_str().to_owned())).collect())
+            .map(|ss| {
+                ss.into_iter()
+                    .map(|s| (s.id, s.status.as_str().to_owned()))
+                    .collect()
+            })
             .map_err(|e| e.to_string());
         (name.clone(), r)
     });
-    let mut out: BTreeMap<_, _> = futures_util::future::join_all(calls).await.into_iter().collect();
+    let mut out: BTreeMap<_, _> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect();
     for (p, why) in &ws.unresolved {
         out.insert(p.clone(), Err(format!("credentials: {why}")));
     }
@@ -25,12 +32,18 @@ pub async fn servers(ws: &Workspace) -> BTreeMap<String, Result<BTreeMap<String,
 
 /// Per provider: (image name, image id) of images carrying our ownership properties that no
 /// upload record owns, or why the cloud could not be listed.
-pub async fn alien_images(ws: &Workspace) -> BTreeMap<String, Result<Vec<(String, String)>, String>> {
+pub async fn alien_images(
+    ws: &Workspace,
+) -> BTreeMap<String, Result<Vec<(String, String)>, String>> {
     let known: BTreeSet<String> = ws
         .store
         .read()
         .uploads()
-        .map(|u| u.into_iter().filter_map(|u| u.details.external_id).collect())
+        .map(|u| {
+            u.into_iter()
+                .filter_map(|u| u.details.external_id)
+                .collect()
+        })
         .unwrap_or_default();
     let known = &known;
     let calls = ws.clients.iter().map(|(name, c)| async move {
@@ -50,5 +63,8 @@ pub async fn alien_images(ws: &Workspace) -> BTreeMap<String, Result<Vec<(String
             .map_err(|e| e.to_string());
         (name.clone(), r)
     });
-    futures_util::future::join_all(calls).await.into_iter().collect()
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect()
 }

@@ -74,7 +74,8 @@ impl Workspace {
     /// Load and validate the config (an invalid config stops here, before anything is
     /// touched), open the database and prepare a client per provider.
     pub fn open(paths: Paths) -> Result<Workspace, OpError> {
-        let loaded = config::load(&LoadOptions::new(&paths.config).with_secure(paths.secure.clone()))?;
+        let loaded =
+            config::load(&LoadOptions::new(&paths.config).with_secure(paths.secure.clone()))?;
         let revision = revision_of(&loaded);
         if let Some(dir) = paths.state.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpError::Io {
@@ -105,8 +106,16 @@ impl Workspace {
     /// Where builds find elements (relative to the config repo) and put images and logs
     /// (relative to the database's directory unless the config gives absolute paths).
     pub fn build_dirs(&self) -> crate::builder::BuildDirs {
-        let repo = self.loaded.path.parent().unwrap_or(std::path::Path::new("."));
-        let data = self.paths.state.parent().unwrap_or(std::path::Path::new("."));
+        let repo = self
+            .loaded
+            .path
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        let data = self
+            .paths
+            .state
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
         crate::builder::BuildDirs::from_config(self.config(), repo, data)
     }
 }
@@ -121,7 +130,9 @@ pub fn clients_for(
     for p in &config.providers {
         let made = credentials_for(p, clouds)
             .map_err(|e| e.to_string())
-            .and_then(|creds| OpenStackClient::new(creds, client_options(p)).map_err(|e| e.to_string()));
+            .and_then(|creds| {
+                OpenStackClient::new(creds, client_options(p)).map_err(|e| e.to_string())
+            });
         match made {
             Ok(c) => {
                 clients.insert(p.name.clone(), c);

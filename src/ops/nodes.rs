@@ -16,9 +16,12 @@ pub fn request(ws: &mut Workspace, new: &NewRequest) -> Result<NodeRequest, OpEr
         if ws.config().label(l).is_none() {
             return Err(OpError::Refused(format!(
                 "label {l} is not defined in the config{}",
-                crate::config::diagnostic::did_you_mean(l, ws.config().labels.iter().map(|x| x.name.as_str()))
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default()
+                crate::config::diagnostic::did_you_mean(
+                    l,
+                    ws.config().labels.iter().map(|x| x.name.as_str())
+                )
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
             )));
         }
     }
@@ -27,7 +30,11 @@ pub fn request(ws: &mut Workspace, new: &NewRequest) -> Result<NodeRequest, OpEr
 
 /// Wait until a request is fulfilled or failed (another process — apply or the daemon —
 /// serves it), polling the database.
-pub async fn wait_request(ws: &Workspace, id: &str, timeout: Duration) -> Result<NodeRequest, OpError> {
+pub async fn wait_request(
+    ws: &Workspace,
+    id: &str,
+    timeout: Duration,
+) -> Result<NodeRequest, OpError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let r = ws
@@ -70,7 +77,10 @@ pub fn release(ws: &mut Workspace, id: &str) -> Result<Node, OpError> {
         }
     };
     Ok(ws.store.write(|w| {
-        let mut last = w.read().node(id)?.ok_or_else(|| StateError::Invalid(format!("node {id} vanished")))?;
+        let mut last = w
+            .read()
+            .node(id)?
+            .ok_or_else(|| StateError::Invalid(format!("node {id} vanished")))?;
         for s in path {
             last = w.set_node_state(id, *s)?;
         }
@@ -88,7 +98,12 @@ pub fn delete(ws: &mut Workspace, id: &str) -> Result<Node, OpError> {
 }
 
 /// Hold a node for an operator, optionally for `expires` seconds.
-pub fn hold(ws: &mut Workspace, id: &str, reason: Option<&str>, expires: Option<i64>) -> Result<Node, OpError> {
+pub fn hold(
+    ws: &mut Workspace,
+    id: &str,
+    reason: Option<&str>,
+    expires: Option<i64>,
+) -> Result<Node, OpError> {
     let n = node(ws, id)?;
     if !n.state.can_transition_to(NodeState::Hold) {
         return Err(OpError::Refused(format!(
@@ -114,7 +129,11 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
         ))
     })?;
     let mut plan = Plan::default();
-    let mut nodes: Vec<&Node> = world.nodes.iter().filter(|n| n.provider == provider).collect();
+    let mut nodes: Vec<&Node> = world
+        .nodes
+        .iter()
+        .filter(|n| n.provider == provider)
+        .collect();
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
     for n in &nodes {
         let server = n
@@ -137,14 +156,27 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
                     provider: provider.to_owned(),
                     server_id: Some(sid),
                 },
-                None => ActionKind::ForgetNode { node_id: n.id.clone() },
+                None => ActionKind::ForgetNode {
+                    node_id: n.id.clone(),
+                },
             },
         });
     }
-    let known: std::collections::BTreeSet<&str> = nodes.iter().filter_map(|n| n.details.server_id.as_deref()).collect();
+    let known: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .filter_map(|n| n.details.server_id.as_deref())
+        .collect();
     for s in &view.servers {
-        if s.owner() == Some(provider) && !known.contains(s.id.as_str()) && !nodes.iter().any(|n| s.node_id() == Some(n.id.as_str())) {
-            plan.actions.push(leak(provider, LeakKind::Server, &s.id, format!("erase {provider}: server {} is ours", s.name)));
+        if s.owner() == Some(provider)
+            && !known.contains(s.id.as_str())
+            && !nodes.iter().any(|n| s.node_id() == Some(n.id.as_str()))
+        {
+            plan.actions.push(leak(
+                provider,
+                LeakKind::Server,
+                &s.id,
+                format!("erase {provider}: server {} is ours", s.name),
+            ));
         }
     }
     for u in world.uploads.iter().filter(|u| u.provider == provider) {
@@ -158,11 +190,21 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
             },
         });
     }
-    let uploaded: std::collections::BTreeSet<&str> =
-        world.uploads.iter().filter_map(|u| u.details.external_id.as_deref()).collect();
+    let uploaded: std::collections::BTreeSet<&str> = world
+        .uploads
+        .iter()
+        .filter_map(|u| u.details.external_id.as_deref())
+        .collect();
     for i in &view.images {
-        if i.properties.get(meta::PROVIDER).map(String::as_str) == Some(provider) && !uploaded.contains(i.id.as_str()) {
-            plan.actions.push(leak(provider, LeakKind::Image, &i.id, format!("erase {provider}: image {} is ours", i.name)));
+        if i.properties.get(meta::PROVIDER).map(String::as_str) == Some(provider)
+            && !uploaded.contains(i.id.as_str())
+        {
+            plan.actions.push(leak(
+                provider,
+                LeakKind::Image,
+                &i.id,
+                format!("erase {provider}: image {} is ours", i.name),
+            ));
         }
     }
     for f in view.floating_ips.iter().filter(|f| f.port_id.is_none()) {
@@ -170,14 +212,16 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
             provider,
             LeakKind::FloatingIp,
             &f.id,
-            format!("erase {provider}: floating IP {} is attached to nothing", f.address),
+            format!(
+                "erase {provider}: floating IP {} is attached to nothing",
+                f.address
+            ),
         ));
     }
     for r in world.requests.iter().filter(|r| r.state.is_open()) {
-        let served_here = world
-            .nodes
-            .iter()
-            .any(|n| n.provider == provider && n.details.allocated_request.as_deref() == Some(r.id.as_str()));
+        let served_here = world.nodes.iter().any(|n| {
+            n.provider == provider && n.details.allocated_request.as_deref() == Some(r.id.as_str())
+        });
         if served_here && r.state == RequestState::Pending {
             plan.notes.push(crate::reconcile::plan::Note {
                 address: format!("request.{}", r.id),

@@ -14,7 +14,10 @@ pub struct Planned {
 }
 
 /// Everything `plan` observes: the database snapshot, then every cloud (in parallel).
-pub async fn observe(ws: &mut Workspace, now: i64) -> Result<(World, crate::state::Stamp), OpError> {
+pub async fn observe(
+    ws: &mut Workspace,
+    now: i64,
+) -> Result<(World, crate::state::Stamp), OpError> {
     let (mut world, stamp) = observe::read_store(&mut ws.store, now)?;
     world.clouds = observe::observe_clouds(&ws.clients).await;
     for (provider, client) in &ws.clients {
@@ -82,12 +85,14 @@ fn config_diff(ws: &Workspace) -> Result<Option<String>, OpError> {
     if last.revision == ws.revision {
         return Ok(None);
     }
-    Ok(super::history::text_at(&ws.loaded.path, &last.revision).and_then(|old| {
-        render::config_diff(
-            &format!("a/nodepool.yaml ({})", last.revision),
-            &old,
-            &format!("b/nodepool.yaml ({})", ws.revision),
-            &ws.loaded.text,
-        )
-    }))
+    Ok(
+        super::history::text_at(&ws.loaded.path, &last.revision).and_then(|old| {
+            render::config_diff(
+                &format!("a/nodepool.yaml ({})", last.revision),
+                &old,
+                &format!("b/nodepool.yaml ({})", ws.revision),
+                &ws.loaded.text,
+            )
+        }),
+    )
 }

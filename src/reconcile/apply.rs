@@ -15,8 +15,8 @@ use super::plan::{Action, ActionKind, Addresses, Boot, Plan};
 use crate::cloud::{CloudError, OpenStackClient, ServerQuery};
 use crate::config::Config;
 use crate::state::{
-    LeakKind, LeaseGuard, NewJournalEntry, NewNode, NodeDetails, NodeState, RequestState, StateError, Store,
-    WriteTx,
+    LeakKind, LeaseGuard, NewJournalEntry, NewNode, NodeDetails, NodeState, RequestState,
+    StateError, Store, WriteTx,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 pub enum ApplyError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("no client for provider {0}: it is not configured or its credentials could not be resolved")]
+    #[error(
+        "no client for provider {0}: it is not configured or its credentials could not be resolved"
+    )]
     NoClient(String),
 }
 
@@ -41,8 +43,8 @@ pub struct ApplyOptions {
     pub default_concurrency: usize,
     /// Where builds read elements and write images and logs (needed for image actions).
     pub build_dirs: Option<crate::builder::BuildDirs>,
-    /// Draw upload progress (e.g. an indicatif bar): called with (address, bytes sent, total).
-    pub upload_progress: Option<Arc<dyn Fn(&str, u64, u64) + Send + Sync>>,
+    /// Draw upload progress (e.g. an indicatif bar).
+    pub upload_progress: Option<UploadProgressFn>,
 }
 
 impl Default for ApplyOptions {
@@ -66,6 +68,9 @@ pub enum ApplyEvent {
 }
 
 pub type Reporter = Arc<dyn Fn(&ApplyEvent) + Send + Sync>;
+
+/// Called with (upload address, bytes sent, total bytes) as an upload goes out.
+pub type UploadProgressFn = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
 
 /// The outcome of an apply.
 #[derive(Clone, Debug, Default)]
@@ -111,7 +116,10 @@ struct Deleting {
 }
 
 impl Applier {
-    fn write<T>(&self, f: impl FnOnce(&WriteTx<'_>) -> Result<T, StateError>) -> Result<T, StateError> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
         let mut store = self.store.lock().expect("store lock");
         let lease = self.lease.lock().expect("lease lock");
         store.write_under_lease(&lease, f)
@@ -121,7 +129,13 @@ impl Applier {
         (self.reporter)(&e);
     }
 
-    fn journal(&self, w: &WriteTx<'_>, seq: i64, kind: &str, a: &Action) -> Result<i64, StateError> {
+    fn journal(
+        &self,
+        w: &WriteTx<'_>,
+        seq: i64,
+        kind: &str,
+        a: &Action,
+    ) -> Result<i64, StateError> {
         let payload = serde_json::to_value(&a.kind).unwrap_or_default();
         let entry = w.journal_insert(&NewJournalEntry {
             plan_id: self.plan_id.clone(),
@@ -153,7 +167,10 @@ impl Applier {
         let mut builds = Vec::new();
         for (seq, a) in plan.actions.iter().enumerate() {
             let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-            if matches!(a.kind, ActionKind::BuildImage { .. } | ActionKind::DeleteBuild { .. }) {
+            if matches!(
+                a.kind,
+                ActionKind::BuildImage { .. } | ActionKind::DeleteBuild { .. }
+            ) {
                 builds.push((seq, a));
                 continue;
             }
@@ -207,7 +224,9 @@ impl Applier {
         }
         let runs = by_provider
             .into_iter()
-            .map(|(provider, actions)| async move { self.apply_provider(&provider, actions).await });
+            .map(
+                |(provider, actions)| async move { self.apply_provider(&provider, actions).await },
+            );
         for r in futures_util::future::join_all(runs).await {
             report.done += r.done;
             report.failed.extend(r.failed);
@@ -326,9 +345,12 @@ impl Applier {
         };
         use futures_util::StreamExt;
         // Image actions first: launches in this plan may boot what they upload.
-        let (images, nodes): (Vec<_>, Vec<_>) = actions
-            .into_iter()
-            .partition(|(_, a)| matches!(a.kind, ActionKind::UploadImage { .. } | ActionKind::DeleteUpload { .. }));
+        let (images, nodes): (Vec<_>, Vec<_>) = actions.into_iter().partition(|(_, a)| {
+            matches!(
+                a.kind,
+                ActionKind::UploadImage { .. } | ActionKind::DeleteUpload { .. }
+            )
+        });
         let mut outcomes: Vec<Step> = futures_util::stream::iter(images)
             .map(|(seq, a)| async move {
                 self.report(ApplyEvent::Started {
@@ -365,12 +387,19 @@ impl Applier {
                     report.failed.push((address.clone(), error.clone()));
                     self.report(ApplyEvent::Failed { address, error });
                 }
-                Step::Launching(l) => launching.push(l),
+                Step::Launching(l) => launching.push(*l),
                 Step::Deleting(d) => deleting.push(d),
             }
         }
-        self.wait(provider, client, &networks, launching, deleting, &mut report)
-            .await;
+        self.wait(
+            provider,
+            client,
+            &networks,
+            launching,
+            deleting,
+            &mut report,
+        )
+        .await;
         report
     }
 
@@ -381,9 +410,12 @@ impl Applier {
         client: &OpenStackClient,
         actions: &[(i64, &Action)],
     ) -> Result<BTreeMap<String, String>, CloudError> {
-        let launches = actions
-            .iter()
-            .any(|(_, a)| matches!(a.kind, ActionKind::LaunchNode { .. } | ActionKind::RelaunchNode { .. }));
+        let launches = actions.iter().any(|(_, a)| {
+            matches!(
+                a.kind,
+                ActionKind::LaunchNode { .. } | ActionKind::RelaunchNode { .. }
+            )
+        });
         let mut names = BTreeSet::new();
         if let (true, Some(p)) = (launches, self.config.provider(provider)) {
             for pool in &p.pools {
@@ -425,7 +457,8 @@ impl Applier {
                     Err(e) => return failed(e),
                 };
                 let boot = &boot;
-                let (username, ctype, port, python, shell) = launch::connection(&self.config, p, lb);
+                let (username, ctype, port, python, shell) =
+                    launch::connection(&self.config, p, lb);
                 let new = NewNode {
                     provider: provider.clone(),
                     pool: pool.clone(),
@@ -481,7 +514,7 @@ impl Applier {
                     network_ids: networks,
                 };
                 match self.create(client, &spec, &node.id, true).await {
-                    Ok(server_id) => Step::Launching(Launching {
+                    Ok(server_id) => Step::Launching(Box::new(Launching {
                         node_id: node.id.clone(),
                         address,
                         server_id,
@@ -489,7 +522,7 @@ impl Applier {
                         request: request.clone(),
                         journal: j,
                         since: Instant::now(),
-                    }),
+                    })),
                     Err(e) => {
                         let msg = e.to_string();
                         self.finish(j, &Err(msg.clone()));
@@ -553,8 +586,11 @@ impl Applier {
                     request: req_row.as_ref(),
                     network_ids: networks,
                 };
-                match self.create(client, &spec, node_id, *counts_as_attempt).await {
-                    Ok(sid) => Step::Launching(Launching {
+                match self
+                    .create(client, &spec, node_id, *counts_as_attempt)
+                    .await
+                {
+                    Ok(sid) => Step::Launching(Box::new(Launching {
                         node_id: node_id.clone(),
                         address: a.address.clone(),
                         server_id: sid,
@@ -562,7 +598,7 @@ impl Applier {
                         request: node.details.allocated_request.clone(),
                         journal: j,
                         since: Instant::now(),
-                    }),
+                    })),
                     Err(e) => {
                         let msg = e.to_string();
                         self.finish(j, &Err(msg.clone()));
@@ -606,7 +642,9 @@ impl Applier {
                             w.journal_done(j).map(|_| ())
                         });
                         match r {
-                            Ok(()) => Step::Done(a.address.clone(), "record removed (no server)".into()),
+                            Ok(()) => {
+                                Step::Done(a.address.clone(), "record removed (no server)".into())
+                            }
                             Err(e) => failed(e.to_string()),
                         }
                     }
@@ -635,17 +673,21 @@ impl Applier {
                 let elapsed = Duration::from_secs(
                     u64::try_from(crate::state::now_unix() - node.state_time).unwrap_or(0),
                 );
-                Step::Launching(Launching {
+                Step::Launching(Box::new(Launching {
                     node_id: node_id.clone(),
                     address: a.address.clone(),
                     server_id: server_id.clone(),
                     boot: boot.clone(),
                     request: node.details.allocated_request.clone(),
                     journal: j,
-                    since: Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now),
-                })
+                    since: Instant::now()
+                        .checked_sub(elapsed)
+                        .unwrap_or_else(Instant::now),
+                }))
             }
-            ActionKind::DeleteLeak { kind, external_id, .. } => {
+            ActionKind::DeleteLeak {
+                kind, external_id, ..
+            } => {
                 let j = match self.write(|w| {
                     let j = self.journal(w, seq, &format!("delete-{}", kind.as_str()), a)?;
                     w.journal_start(j)?;
@@ -708,13 +750,22 @@ impl Applier {
                 let _ = self.write(|w| w.set_build_log(&row.id, &log));
                 match crate::builder::build(&req).await {
                     Ok(out) => {
-                        let formats: Vec<String> = out.files.iter().map(|f| f.format.clone()).collect();
+                        let formats: Vec<String> =
+                            out.files.iter().map(|f| f.format.clone()).collect();
                         self.write(|w| {
-                            w.finish_build(&row.id, 0, &formats, i64::try_from(out.total_size).ok())?;
+                            w.finish_build(
+                                &row.id,
+                                0,
+                                &formats,
+                                i64::try_from(out.total_size).ok(),
+                            )?;
                             w.journal_done(j).map(|_| ())
                         })
                         .map_err(|e| e.to_string())?;
-                        self.built.lock().expect("built lock").insert(image.clone(), row.id.clone());
+                        self.built
+                            .lock()
+                            .expect("built lock")
+                            .insert(image.clone(), row.id.clone());
                         Ok(format!(
                             "build {} ready: {} ({} MiB) in {:.1}s",
                             row.id,
@@ -785,10 +836,16 @@ impl Applier {
                 };
                 let build_id = match build {
                     super::plan::BuildRef::Existing(id) => id.clone(),
-                    super::plan::BuildRef::Planned => match self.built.lock().expect("built lock").get(image) {
-                        Some(id) => id.clone(),
-                        None => return failed(format!("image_build.{image} did not complete, so there is nothing to upload")),
-                    },
+                    super::plan::BuildRef::Planned => {
+                        match self.built.lock().expect("built lock").get(image) {
+                            Some(id) => id.clone(),
+                            None => {
+                                return failed(format!(
+                                    "image_build.{image} did not complete, so there is nothing to upload"
+                                ));
+                            }
+                        }
+                    }
                 };
                 let Some(p) = self.config.provider(provider) else {
                     return failed(format!("provider {provider} is no longer configured"));
@@ -844,7 +901,10 @@ impl Applier {
                             .insert(a.address.clone(), (up.external_id.clone(), row.id.clone()));
                         Step::Done(
                             a.address.clone(),
-                            format!("upload {} ready: {} ({})", row.id, up.external_name, up.external_id),
+                            format!(
+                                "upload {} ready: {} ({})",
+                                row.id, up.external_name, up.external_id
+                            ),
                         )
                     }
                     Err(e) => {
@@ -921,7 +981,9 @@ impl Applier {
                 b.after = None;
                 Ok(b)
             }
-            None => Err(format!("{after} did not complete, so there is no image to boot")),
+            None => Err(format!(
+                "{after} did not complete, so there is no image to boot"
+            )),
         }
     }
 
@@ -976,7 +1038,10 @@ impl Applier {
             }
             Err(e) => {
                 let definite = !(e.is_quota()
-                    || matches!(e, CloudError::Timeout { .. } | CloudError::Transport { connect: false, .. }));
+                    || matches!(
+                        e,
+                        CloudError::Timeout { .. } | CloudError::Transport { connect: false, .. }
+                    ));
                 let msg = e.to_string();
                 let _ = self.write(|w| {
                     w.update_node(node_id, |d| d.last_error = Some(msg.clone()))?;
@@ -1004,7 +1069,9 @@ impl Applier {
         mut deleting: Vec<Deleting>,
         report: &mut ApplyReport,
     ) {
-        let Some(p) = self.config.provider(provider) else { return };
+        let Some(p) = self.config.provider(provider) else {
+            return;
+        };
         let boot_timeout = Duration::from_secs(p.boot_timeout);
         let delete_deadline = Instant::now() + self.options.delete_wait;
         while !launching.is_empty() || !deleting.is_empty() {
@@ -1016,7 +1083,8 @@ impl Applier {
                     continue;
                 }
             };
-            let by_id: BTreeMap<&str, &crate::cloud::Server> = servers.iter().map(|s| (s.id.as_str(), s)).collect();
+            let by_id: BTreeMap<&str, &crate::cloud::Server> =
+                servers.iter().map(|s| (s.id.as_str(), s)).collect();
             // Deletions: gone → the record goes too.
             let mut still = Vec::new();
             for d in deleting.drain(..) {
@@ -1025,10 +1093,16 @@ impl Applier {
                     continue;
                 }
                 if by_id.contains_key(d.server_id.as_str()) {
-                    let msg = format!("server {} still exists after {:?}; the next run finishes the delete", d.server_id, self.options.delete_wait);
+                    let msg = format!(
+                        "server {} still exists after {:?}; the next run finishes the delete",
+                        d.server_id, self.options.delete_wait
+                    );
                     self.finish(d.journal, &Err(msg.clone()));
                     report.failed.push((d.address.clone(), msg.clone()));
-                    self.report(ApplyEvent::Failed { address: d.address, error: msg });
+                    self.report(ApplyEvent::Failed {
+                        address: d.address,
+                        error: msg,
+                    });
                     continue;
                 }
                 let r = self.write(|w| {
@@ -1084,14 +1158,18 @@ impl Applier {
                     (Some(s), Some("ERROR")) => Some((
                         format!(
                             "server went to ERROR{}",
-                            s.fault.as_ref().map(|f| format!(": {}", f.message)).unwrap_or_default()
+                            s.fault
+                                .as_ref()
+                                .map(|f| format!(": {}", f.message))
+                                .unwrap_or_default()
                         ),
                         s.fault.as_ref().is_some_and(|f| f.is_quota()),
                     )),
                     (None, _) => Some(("server vanished while building".to_owned(), false)),
-                    _ if l.since.elapsed() > boot_timeout => {
-                        Some((format!("not ACTIVE after boot-timeout {} s", p.boot_timeout), false))
-                    }
+                    _ if l.since.elapsed() > boot_timeout => Some((
+                        format!("not ACTIVE after boot-timeout {} s", p.boot_timeout),
+                        false,
+                    )),
                     _ => None,
                 };
                 let Some((why, quota)) = failure else {
@@ -1129,7 +1207,14 @@ impl Applier {
         why: &str,
         quota: bool,
     ) -> Result<Option<String>, CloudError> {
-        let node = self.store.lock().expect("store").read().node(&l.node_id).ok().flatten();
+        let node = self
+            .store
+            .lock()
+            .expect("store")
+            .read()
+            .node(&l.node_id)
+            .ok()
+            .flatten();
         let Some(node) = node else { return Ok(None) };
         let Some((p, pl, lb)) = self.place(&node.provider, &node.pool, &node.label) else {
             return Ok(None);
@@ -1167,7 +1252,7 @@ impl Applier {
 enum Step {
     Done(String, String),
     Failed(String, String),
-    Launching(Launching),
+    Launching(Box<Launching>),
     Deleting(Deleting),
 }
 
@@ -1178,7 +1263,12 @@ async fn delete_server(client: &OpenStackClient, id: &str) -> Result<(), CloudEr
     }
 }
 
-fn mark_ready(w: &WriteTx<'_>, node_id: &str, server_id: &str, a: &Addresses) -> Result<(), StateError> {
+fn mark_ready(
+    w: &WriteTx<'_>,
+    node_id: &str,
+    server_id: &str,
+    a: &Addresses,
+) -> Result<(), StateError> {
     w.update_node(node_id, |d| {
         d.server_id = Some(server_id.to_owned());
         d.public_ipv4 = a.public_ipv4.clone();

@@ -82,7 +82,10 @@ pub fn metadata(spec: &LaunchSpec<'_>) -> BTreeMap<String, String> {
     m.insert(meta::POOL.into(), spec.pool.name.clone());
     m.insert(meta::NODE_ID.into(), spec.node_id.to_owned());
     m.insert(meta::LABEL.into(), spec.label.name.clone());
-    m.insert(meta::GROUPS.into(), format!("{},{}", spec.provider.name, spec.label.name));
+    m.insert(
+        meta::GROUPS.into(),
+        format!("{},{}", spec.provider.name, spec.label.name),
+    );
     m
 }
 
@@ -96,7 +99,12 @@ pub fn create_request(spec: &LaunchSpec<'_>) -> CreateServer {
         ServerNetworks::Ids(
             names
                 .iter()
-                .map(|n| spec.network_ids.get(n).cloned().unwrap_or_else(|| n.clone()))
+                .map(|n| {
+                    spec.network_ids
+                        .get(n)
+                        .cloned()
+                        .unwrap_or_else(|| n.clone())
+                })
                 .collect(),
         )
     };
@@ -146,7 +154,9 @@ pub fn connection(
     if let Some(d) = &label.diskimage {
         let pd = provider.diskimages.iter().find(|x| &x.name == d);
         let di = config.diskimage(d);
-        let ctype = pd.and_then(|x| x.connection_type.clone()).unwrap_or_else(|| "ssh".into());
+        let ctype = pd
+            .and_then(|x| x.connection_type.clone())
+            .unwrap_or_else(|| "ssh".into());
         let port = pd
             .and_then(|x| x.connection_port)
             .unwrap_or_else(|| default_port(&ctype));
@@ -162,15 +172,19 @@ pub fn connection(
         .cloud_image
         .as_ref()
         .and_then(|c| provider.cloud_images.iter().find(|x| &x.name == c));
-    let ctype = ci.and_then(|x| x.connection_type.clone()).unwrap_or_else(|| "ssh".into());
+    let ctype = ci
+        .and_then(|x| x.connection_type.clone())
+        .unwrap_or_else(|| "ssh".into());
     let port = ci
         .and_then(|x| x.connection_port)
         .unwrap_or_else(|| default_port(&ctype));
     (
-        ci.and_then(|x| x.username.clone()).unwrap_or_else(|| "zuul".into()),
+        ci.and_then(|x| x.username.clone())
+            .unwrap_or_else(|| "zuul".into()),
         ctype,
         port,
-        ci.and_then(|x| x.python_path.clone()).unwrap_or_else(|| "auto".into()),
+        ci.and_then(|x| x.python_path.clone())
+            .unwrap_or_else(|| "auto".into()),
         ci.and_then(|x| x.shell_type.clone()),
     )
 }
@@ -181,8 +195,14 @@ mod tests {
 
     #[test]
     fn fields() {
-        let f = BTreeMap::from([("node.id", "42".to_owned()), ("request.tenant_name", "t".to_owned())]);
-        assert_eq!(format_fields("Tenant is {request.tenant_name}", &f), "Tenant is t");
+        let f = BTreeMap::from([
+            ("node.id", "42".to_owned()),
+            ("request.tenant_name", "t".to_owned()),
+        ]);
+        assert_eq!(
+            format_fields("Tenant is {request.tenant_name}", &f),
+            "Tenant is t"
+        );
         assert_eq!(format_fields("{node.id}-{unknown}-{", &f), "42-{unknown}-{");
     }
 }

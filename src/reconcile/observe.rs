@@ -5,8 +5,8 @@
 //! `Unavailable`, so the planner never mistakes a failed list for an empty cloud.
 
 use super::world::{
-    CloudState, CloudView, ObservedFlavor, ObservedFloatingIp, ObservedImage, ObservedLimits, ObservedPort,
-    ObservedServer, Quota, World,
+    CloudState, CloudView, ObservedFlavor, ObservedFloatingIp, ObservedImage, ObservedLimits,
+    ObservedPort, ObservedServer, Quota, World,
 };
 use crate::cloud::{self, CloudError, ImageQuery, OpenStackClient, PortQuery, ServerQuery};
 use crate::state::{Stamp, StateError, Store};
@@ -32,15 +32,22 @@ pub fn read_store(store: &mut Store, now: i64) -> Result<(World, Stamp), StateEr
 
 /// Observe every provider's cloud at once; each gets its own state, so one broken cloud
 /// never hides the others.
-pub async fn observe_clouds(clients: &BTreeMap<String, OpenStackClient>) -> BTreeMap<String, CloudState> {
+pub async fn observe_clouds(
+    clients: &BTreeMap<String, OpenStackClient>,
+) -> BTreeMap<String, CloudState> {
     let futures = clients.iter().map(|(name, client)| async move {
         let state = match observe_cloud(client).await {
             Ok(view) => CloudState::Observed(view),
-            Err(e) => CloudState::Unavailable { error: e.to_string() },
+            Err(e) => CloudState::Unavailable {
+                error: e.to_string(),
+            },
         };
         (name.clone(), state)
     });
-    futures_util::future::join_all(futures).await.into_iter().collect()
+    futures_util::future::join_all(futures)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Treat a missing network service (a cloud without Neutron) as "no floating IPs, no ports".

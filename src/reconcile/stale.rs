@@ -27,7 +27,13 @@ fn node_fp(world: &World, id: &str) -> String {
                 .details
                 .server_id
                 .as_deref()
-                .and_then(|sid| world.view(&n.provider)?.servers.iter().find(|s| s.id == sid))
+                .and_then(|sid| {
+                    world
+                        .view(&n.provider)?
+                        .servers
+                        .iter()
+                        .find(|s| s.id == sid)
+                })
                 .map_or_else(|| "no-server".to_owned(), |s| s.status.clone());
             format!(
                 "{}@{} alloc={} server={server}",
@@ -41,17 +47,23 @@ fn node_fp(world: &World, id: &str) -> String {
 
 fn fingerprint(kind: &ActionKind, world: &World) -> Option<String> {
     Some(match kind {
-        ActionKind::LaunchNode { .. } | ActionKind::BuildImage { .. } | ActionKind::UploadImage { .. } => return None,
+        ActionKind::LaunchNode { .. }
+        | ActionKind::BuildImage { .. }
+        | ActionKind::UploadImage { .. } => return None,
         ActionKind::DeleteUpload { upload_id, .. } => world
             .uploads
             .iter()
             .find(|u| &u.id == upload_id)
-            .map_or_else(|| "absent".to_owned(), |u| format!("{}@{}", u.state, u.state_time)),
-        ActionKind::DeleteBuild { build_id, .. } => world
-            .builds
-            .iter()
-            .find(|b| &b.id == build_id)
-            .map_or_else(|| "absent".to_owned(), |b| format!("{}@{}", b.state, b.state_time)),
+            .map_or_else(
+                || "absent".to_owned(),
+                |u| format!("{}@{}", u.state, u.state_time),
+            ),
+        ActionKind::DeleteBuild { build_id, .. } => {
+            world.builds.iter().find(|b| &b.id == build_id).map_or_else(
+                || "absent".to_owned(),
+                |b| format!("{}@{}", b.state, b.state_time),
+            )
+        }
         ActionKind::RelaunchNode { node_id, .. }
         | ActionKind::MarkReady { node_id, .. }
         | ActionKind::AwaitServer { node_id, .. }
@@ -64,7 +76,10 @@ fn fingerprint(kind: &ActionKind, world: &World) -> Option<String> {
             .requests
             .iter()
             .find(|r| &r.id == request)
-            .map_or_else(|| "absent".to_owned(), |r| format!("{}@{}", r.state, r.state_time)),
+            .map_or_else(
+                || "absent".to_owned(),
+                |r| format!("{}@{}", r.state, r.state_time),
+            ),
         ActionKind::DeleteLeak {
             provider,
             kind,
@@ -73,14 +88,26 @@ fn fingerprint(kind: &ActionKind, world: &World) -> Option<String> {
             let v = world.view(provider)?;
             let id = external_id.as_str();
             let found = match kind {
-                LeakKind::Server => v.servers.iter().find(|s| s.id == id).map(|s| s.status.clone()),
+                LeakKind::Server => v
+                    .servers
+                    .iter()
+                    .find(|s| s.id == id)
+                    .map(|s| s.status.clone()),
                 LeakKind::FloatingIp => v
                     .floating_ips
                     .iter()
                     .find(|f| f.id == id)
                     .map(|f| format!("port={}", f.port_id.as_deref().unwrap_or("-"))),
-                LeakKind::Port => v.ports.iter().find(|p| p.id == id).map(|p| p.status.clone()),
-                LeakKind::Image => v.images.iter().find(|i| i.id == id).map(|i| i.status.clone()),
+                LeakKind::Port => v
+                    .ports
+                    .iter()
+                    .find(|p| p.id == id)
+                    .map(|p| p.status.clone()),
+                LeakKind::Image => v
+                    .images
+                    .iter()
+                    .find(|i| i.id == id)
+                    .map(|i| i.status.clone()),
             };
             found.unwrap_or_else(|| "absent".to_owned())
         }

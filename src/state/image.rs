@@ -467,6 +467,16 @@ impl Reader<'_> {
     }
 }
 
+impl WriteTx<'_> {
+    /// Records where a build's log is (known once its id is).
+    pub fn set_build_log(&self, id: &str, log_path: &str) -> Result<(), StateError> {
+        self.tx
+            .prepare_cached("UPDATE image_builds SET log_path = ?2 WHERE id = ?1")?
+            .execute(params![id, log_path])?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Store;
@@ -594,15 +604,5 @@ mod tests {
         assert!(UploadState::Uploading.can_transition_to(UploadState::Ready));
         assert!(!UploadState::Deleting.can_transition_to(UploadState::Ready));
         assert!(!BuildState::Failed.can_transition_to(BuildState::Ready));
-    }
-}
-
-impl WriteTx<'_> {
-    /// Records where a build's log is (known once its id is).
-    pub fn set_build_log(&self, id: &str, log_path: &str) -> Result<(), StateError> {
-        self.tx
-            .prepare_cached("UPDATE image_builds SET log_path = ?2 WHERE id = ?1")?
-            .execute(params![id, log_path])?;
-        Ok(())
     }
 }

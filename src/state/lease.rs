@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{StateError, WriteTx};
 use super::age::{now_unix, now_unix_ms};
+use super::{StateError, WriteTx};
 
 /// A held writer lease. Dropping it releases the lease (if still ours). It owns its own
 /// connection, so the [`super::Store`] stays free for writes while it is held.
@@ -178,6 +178,18 @@ impl Drop for LeaseGuard {
     }
 }
 
+impl WriteTx<'_> {
+    /// Breaks the current lease if it is still the one `holder` took at `since` (so a lease
+    /// that changed hands meanwhile is never broken). For a holder known to be dead.
+    pub fn break_lease(&self, holder: &str, since: i64) -> Result<bool, StateError> {
+        let n = self.tx.execute(
+            "DELETE FROM lease WHERE id = 1 AND holder = ?1 AND acquired_at = ?2",
+            params![holder, since],
+        )?;
+        Ok(n == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{NewNode, Store};
@@ -290,17 +302,5 @@ mod tests {
         let e = expiry(Duration::from_millis(1500));
         assert!(e * 1000 >= before + 1500);
         assert!(e * 1000 <= now_unix_ms() + 1500 + 1000);
-    }
-}
-
-impl WriteTx<'_> {
-    /// Breaks the current lease if it is still the one `holder` took at `since` (so a lease
-    /// that changed hands meanwhile is never broken). For a holder known to be dead.
-    pub fn break_lease(&self, holder: &str, since: i64) -> Result<bool, StateError> {
-        let n = self.tx.execute(
-            "DELETE FROM lease WHERE id = 1 AND holder = ?1 AND acquired_at = ?2",
-            params![holder, since],
-        )?;
-        Ok(n == 1)
     }
 }

@@ -85,7 +85,9 @@ impl Env {
             }
         }
         let mut ws = self.workspace();
-        let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix()).await.unwrap();
+        let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix())
+            .await
+            .unwrap();
         panic!(
             "not converged after {rounds} rounds; still planned:\n{}",
             nodepool::reconcile::render::text(&planned.doc.plan, None)

@@ -21,7 +21,11 @@ pub fn resolve(
             // A diskimage whose upload to this provider is planned above boots once it is done.
             let pending = label.diskimage.as_ref().and_then(|d| {
                 let address = format!("image_upload.{}.{d}", provider.name);
-                planned.actions.iter().any(|a| a.address == address).then_some((d.clone(), address))
+                planned
+                    .actions
+                    .iter()
+                    .any(|a| a.address == address)
+                    .then_some((d.clone(), address))
             });
             match pending {
                 Some((d, address)) => (String::new(), d, None, Some(address)),

@@ -206,7 +206,15 @@ impl Demand<'_> {
             .view(&slot.provider.name)
             .ok_or_else(|| format!("provider {} could not be observed", slot.provider.name))?;
         let nth = self.cap.pool_servers(&slot.provider.name, &slot.pool.name);
-        let boot = boot::resolve(self.world, self.out, view, slot.provider, slot.pool, slot.label, nth)?;
+        let boot = boot::resolve(
+            self.world,
+            self.out,
+            view,
+            slot.provider,
+            slot.pool,
+            slot.label,
+            nth,
+        )?;
         let size = Size::server(boot.vcpus, boot.ram_mb);
         let mut with_extra = size;
         with_extra.add(extra);

@@ -19,7 +19,13 @@ pub fn required_formats(config: &Config, world: &World, image: &DiskImage) -> Ve
     let mut out: BTreeSet<String> = image.formats.iter().cloned().collect();
     for p in &config.providers {
         if p.diskimages.iter().any(|d| d.name == image.name) {
-            out.insert(world.image_formats.get(&p.name).cloned().unwrap_or_else(|| "qcow2".into()));
+            out.insert(
+                world
+                    .image_formats
+                    .get(&p.name)
+                    .cloned()
+                    .unwrap_or_else(|| "qcow2".into()),
+            );
         }
     }
     out.into_iter().collect()
@@ -36,7 +42,7 @@ fn managed(config: &Config, image: &DiskImage) -> bool {
                 .any(|p| p.diskimages.iter().any(|d| d.name == image.name)))
 }
 
-fn newest_first<'a>(mut v: Vec<&'a ImageBuild>) -> Vec<&'a ImageBuild> {
+fn newest_first(mut v: Vec<&ImageBuild>) -> Vec<&ImageBuild> {
     v.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
     v
 }
@@ -45,12 +51,20 @@ pub(super) fn plan_images(config: &Config, world: &World, opts: &PlanOptions, ou
     let now = world.now;
     let mut builds_by_image: BTreeMap<&str, Vec<&ImageBuild>> = BTreeMap::new();
     for b in &world.builds {
-        builds_by_image.entry(b.image_name.as_str()).or_default().push(b);
+        builds_by_image
+            .entry(b.image_name.as_str())
+            .or_default()
+            .push(b);
     }
     // Build decisions, per diskimage.
     let mut planned_builds: BTreeSet<String> = BTreeSet::new();
     for image in config.diskimages.iter().filter(|d| managed(config, d)) {
-        let builds = newest_first(builds_by_image.get(image.name.as_str()).cloned().unwrap_or_default());
+        let builds = newest_first(
+            builds_by_image
+                .get(image.name.as_str())
+                .cloned()
+                .unwrap_or_default(),
+        );
         let formats = required_formats(config, world, image);
         if let Some(reason) = build_reason(image, &builds, &formats, now, opts, out) {
             planned_builds.insert(image.name.clone());
@@ -68,7 +82,10 @@ pub(super) fn plan_images(config: &Config, world: &World, opts: &PlanOptions, ou
     for (name, builds) in &builds_by_image {
         let image = config.diskimage(name).filter(|d| managed(config, d));
         let builds = newest_first(builds.clone());
-        let ready: Vec<&&ImageBuild> = builds.iter().filter(|b| b.state == BuildState::Ready).collect();
+        let ready: Vec<&&ImageBuild> = builds
+            .iter()
+            .filter(|b| b.state == BuildState::Ready)
+            .collect();
         for b in &builds {
             let in_use = world
                 .uploads
@@ -76,9 +93,12 @@ pub(super) fn plan_images(config: &Config, world: &World, opts: &PlanOptions, ou
                 .any(|u| u.build_id.as_deref() == Some(b.id.as_str()));
             let why = match (image, b.state) {
                 (_, BuildState::Deleting) => Some("deleting".to_owned()),
-                (None, _) if !in_use => Some(format!("diskimage {name} is no longer built (removed, abstract or unused)")),
+                (None, _) if !in_use => Some(format!(
+                    "diskimage {name} is no longer built (removed, abstract or unused)"
+                )),
                 (Some(img), BuildState::Building)
-                    if now - b.started_at > i64::try_from(img.build_timeout).unwrap_or(i64::MAX) =>
+                    if now - b.started_at
+                        > i64::try_from(img.build_timeout).unwrap_or(i64::MAX) =>
                 {
                     Some(format!(
                         "interrupted: building since {} ago, beyond build-timeout {} s",
@@ -86,10 +106,18 @@ pub(super) fn plan_images(config: &Config, world: &World, opts: &PlanOptions, ou
                         img.build_timeout
                     ))
                 }
-                (Some(_), BuildState::Ready) if !in_use && ready.iter().position(|r| r.id == b.id).is_some_and(|i| i >= KEEP) => {
+                (Some(_), BuildState::Ready)
+                    if !in_use
+                        && ready
+                            .iter()
+                            .position(|r| r.id == b.id)
+                            .is_some_and(|i| i >= KEEP) =>
+                {
                     Some(format!("only the {KEEP} newest ready builds are kept"))
                 }
-                (Some(_), BuildState::Failed) if ready.first().is_some_and(|r| r.started_at > b.started_at) => {
+                (Some(_), BuildState::Failed)
+                    if ready.first().is_some_and(|r| r.started_at > b.started_at) =>
+                {
                     Some("a newer build succeeded".to_owned())
                 }
                 _ => None,
@@ -147,7 +175,9 @@ fn build_reason(
             message: format!(
                 "build {} failed{} {} ago; the next attempt waits {} s after a failure",
                 f.id,
-                f.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default(),
+                f.exit_code
+                    .map(|c| format!(" (exit code {c})"))
+                    .unwrap_or_default(),
                 format_age(now - f.finished_at.unwrap_or(f.state_time)),
                 FAILED_BUILD_BACKOFF
             ),
@@ -156,12 +186,14 @@ fn build_reason(
     }
     match newest_ready {
         None => Some("no ready build".into()),
-        Some(b) if now - b.started_at > i64::try_from(image.rebuild_age).unwrap_or(i64::MAX) => Some(format!(
-            "newest build {} is {} old, older than rebuild-age {} s",
-            b.id,
-            format_age(now - b.started_at),
-            image.rebuild_age
-        )),
+        Some(b) if now - b.started_at > i64::try_from(image.rebuild_age).unwrap_or(i64::MAX) => {
+            Some(format!(
+                "newest build {} is {} old, older than rebuild-age {} s",
+                b.id,
+                format_age(now - b.started_at),
+                image.rebuild_age
+            ))
+        }
         Some(b) => {
             let missing: Vec<&String> = formats.iter().filter(|f| !b.formats.contains(f)).collect();
             (!missing.is_empty()).then(|| {
@@ -169,7 +201,11 @@ fn build_reason(
                     "newest build {} lacks format{} {}",
                     b.id,
                     if missing.len() == 1 { "" } else { "s" },
-                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })
         }
@@ -186,7 +222,10 @@ fn plan_uploads(
     let now = world.now;
     let mut uploads: BTreeMap<(&str, &str), Vec<&ImageUpload>> = BTreeMap::new();
     for u in &world.uploads {
-        uploads.entry((u.provider.as_str(), u.image_name.as_str())).or_default().push(u);
+        uploads
+            .entry((u.provider.as_str(), u.image_name.as_str()))
+            .or_default()
+            .push(u);
     }
     for list in uploads.values_mut() {
         list.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
@@ -197,7 +236,10 @@ fn plan_uploads(
             let Some(image) = config.diskimage(&pd.name).filter(|d| managed(config, d)) else {
                 continue;
             };
-            let existing = uploads.get(&(p.name.as_str(), image.name.as_str())).cloned().unwrap_or_default();
+            let existing = uploads
+                .get(&(p.name.as_str(), image.name.as_str()))
+                .cloned()
+                .unwrap_or_default();
             if pd.pause || image.pause {
                 if !existing.iter().any(|u| u.state == UploadState::Ready) {
                     out.notes.push(Note {
@@ -214,12 +256,24 @@ fn plan_uploads(
             {
                 continue;
             }
-            let newest_ready = builds_by_image
-                .get(image.name.as_str())
-                .and_then(|bs| newest_first(bs.clone()).into_iter().find(|b| b.state == BuildState::Ready));
-            let format = world.image_formats.get(&p.name).cloned().unwrap_or_else(|| "qcow2".into());
+            let newest_ready = builds_by_image.get(image.name.as_str()).and_then(|bs| {
+                newest_first(bs.clone())
+                    .into_iter()
+                    .find(|b| b.state == BuildState::Ready)
+            });
+            let format = world
+                .image_formats
+                .get(&p.name)
+                .cloned()
+                .unwrap_or_else(|| "qcow2".into());
             let (build, reason) = if planned_builds.contains(&image.name) {
-                (BuildRef::Planned, format!("upload the build planned above (image_build.{})", image.name))
+                (
+                    BuildRef::Planned,
+                    format!(
+                        "upload the build planned above (image_build.{})",
+                        image.name
+                    ),
+                )
             } else {
                 match newest_ready {
                     Some(b)
@@ -236,7 +290,10 @@ fn plan_uploads(
                         if !b.formats.contains(&format) {
                             continue;
                         }
-                        (BuildRef::Existing(b.id.clone()), format!("build {} is not in provider {} yet", b.id, p.name))
+                        (
+                            BuildRef::Existing(b.id.clone()),
+                            format!("build {} is not in provider {} yet", b.id, p.name),
+                        )
                     }
                     _ => continue,
                 }
@@ -262,15 +319,18 @@ fn plan_uploads(
         let observed = world.view(provider).is_some();
         let mut ready_seen = 0;
         for u in list {
-            let timeout = config
-                .provider(provider)
-                .map_or(3600, |p| i64::try_from(p.image_upload_timeout).unwrap_or(i64::MAX));
+            let timeout = config.provider(provider).map_or(3600, |p| {
+                i64::try_from(p.image_upload_timeout).unwrap_or(i64::MAX)
+            });
             let why = match u.state {
                 UploadState::Deleting => Some("deleting".to_owned()),
-                _ if !listed => Some(format!("provider {provider} no longer lists diskimage {image}")),
+                _ if !listed => Some(format!(
+                    "provider {provider} no longer lists diskimage {image}"
+                )),
                 UploadState::Ready => {
                     ready_seen += 1;
-                    (ready_seen > KEEP).then(|| format!("only the {KEEP} newest ready uploads are kept"))
+                    (ready_seen > KEEP)
+                        .then(|| format!("only the {KEEP} newest ready uploads are kept"))
                 }
                 UploadState::Uploading if now - u.state_time > timeout => Some(format!(
                     "interrupted: uploading since {} ago, beyond image-upload-timeout {timeout} s",

@@ -235,9 +235,9 @@ pub enum ActionKind {
 impl ActionKind {
     pub fn change(&self) -> Change {
         match self {
-            ActionKind::LaunchNode { .. } | ActionKind::BuildImage { .. } | ActionKind::UploadImage { .. } => {
-                Change::Create
-            }
+            ActionKind::LaunchNode { .. }
+            | ActionKind::BuildImage { .. }
+            | ActionKind::UploadImage { .. } => Change::Create,
             ActionKind::DeleteUpload { .. } | ActionKind::DeleteBuild { .. } => Change::Delete,
             ActionKind::RelaunchNode { .. } => Change::Replace,
             ActionKind::MarkReady { .. }

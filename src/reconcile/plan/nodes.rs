@@ -159,7 +159,9 @@ fn decide(
                     .unwrap_or_default()
             ),
         ),
-        NodeState::Init | NodeState::Building => launching(world, planned, node, server, &place, cap),
+        NodeState::Init | NodeState::Building => {
+            launching(world, planned, node, server, &place, cap)
+        }
         NodeState::Ready | NodeState::InUse | NodeState::Hold => {
             let Some(s) = server else {
                 return forget(
