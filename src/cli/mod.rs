@@ -4,6 +4,8 @@
 //! library, and hand its result to a renderer. `anyhow` is used here and nowhere else.
 
 mod config_validate;
+mod demo;
+mod images;
 mod nodes;
 mod plan;
 
@@ -69,6 +71,9 @@ impl StateArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The main job on an embedded default: two simulated clouds, the example config repo,
+    /// plan, apply, list, and a second plan that says "No changes.".
+    Demo(demo::DemoArgs),
     /// Check the configuration: schema, references, and every problem with file and line.
     ConfigValidate {
         #[command(flatten)]
@@ -117,6 +122,12 @@ enum Command {
         args: nodes::TableArgs,
         provider: Option<String>,
     },
+    /// Build a diskimage now (whatever its age).
+    ImageBuild(images::BuildArgs),
+    /// Upload the newest build of a diskimage to a provider now.
+    ImageUpload(images::UploadArgs),
+    /// Delete an image upload (or, with --build, a build).
+    ImageDelete(images::DeleteArgs),
     /// Print the JSON Schema of nodepool.yaml.
     Schema,
 }
@@ -126,6 +137,7 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::ConfigValidate { config, json } => config_validate::run(&config, json),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Plan(args) => runtime().and_then(|rt| rt.block_on(plan::plan(args))),
         Command::Apply(args) => runtime().and_then(|rt| rt.block_on(plan::apply(args))),
         Command::List(args) => runtime().and_then(|rt| rt.block_on(nodes::list(args))),
@@ -141,6 +153,9 @@ pub fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(nodes::alien_image_list(args, provider)))
         }
         Command::Info { args, provider } => nodes::info(args, provider),
+        Command::ImageBuild(args) => runtime().and_then(|rt| rt.block_on(images::build(args))),
+        Command::ImageUpload(args) => runtime().and_then(|rt| rt.block_on(images::upload(args))),
+        Command::ImageDelete(args) => runtime().and_then(|rt| rt.block_on(images::delete(args))),
         Command::Doctor { args, provider } => {
             runtime().and_then(|rt| rt.block_on(nodes::doctor(args, provider)))
         }

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod history;
+pub mod images;
 pub mod inventory;
 pub mod nodes;
 pub mod plan;

@@ -767,10 +767,10 @@ impl Applier {
                             .expect("built lock")
                             .insert(image.clone(), row.id.clone());
                         Ok(format!(
-                            "build {} ready: {} ({} MiB) in {:.1}s",
+                            "build {} ready: {} ({}) in {:.1}s",
                             row.id,
                             formats.join(", "),
-                            out.total_size / (1024 * 1024),
+                            human_size(out.total_size),
                             out.duration.as_secs_f64()
                         ))
                     }
@@ -1254,6 +1254,25 @@ enum Step {
     Failed(String, String),
     Launching(Box<Launching>),
     Deleting(Deleting),
+}
+
+/// `123 B`, `704 KiB`, `1.2 GiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
 }
 
 async fn delete_server(client: &OpenStackClient, id: &str) -> Result<(), CloudError> {

@@ -1,0 +1,70 @@
+//! `image-build`, `image-upload`, `image-delete`: one-action plans, shown and carried out.
+
+use super::StateArgs;
+use nodepool::ops::{self, Workspace};
+use nodepool::reconcile::plan::Plan;
+use nodepool::reconcile::render::{self, PlanDocument};
+use nodepool::state::now_unix;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The diskimage to build now.
+    image: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    provider: String,
+    image: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The upload to delete (as `image-list` shows it).
+    upload_id: Option<String>,
+    /// Delete this build instead (as `dib-image-list` shows it).
+    #[arg(long, conflicts_with = "upload_id")]
+    build: Option<String>,
+}
+
+async fn run(mut ws: Workspace, plan: Plan) -> anyhow::Result<ExitCode> {
+    let lease = ops::apply::lease(&mut ws.store, "nodepool image command")?;
+    let stamp = ws.store.read().stamp()?;
+    print!("{}", render::text(&plan, None));
+    let doc = PlanDocument {
+        format_version: render::FORMAT_VERSION,
+        config_revision: ws.revision.clone(),
+        lineage: stamp.lineage,
+        serial: stamp.serial,
+        created_at: now_unix(),
+        fingerprints: Default::default(),
+        summary: plan.summary(),
+        plan,
+    };
+    super::plan::run_apply(ws, doc, lease, 2.0).await
+}
+
+pub async fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let mut ws = Workspace::open(args.state.paths())?;
+    let planned = ops::images::build_plan(&mut ws, &args.image, now_unix()).await?;
+    run(ws, planned.doc.plan).await
+}
+
+pub async fn upload(args: UploadArgs) -> anyhow::Result<ExitCode> {
+    let ws = Workspace::open(args.state.paths())?;
+    let plan = ops::images::upload_plan(&ws, &args.provider, &args.image)?;
+    run(ws, plan).await
+}
+
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let ws = Workspace::open(args.state.paths())?;
+    let plan = ops::images::delete_plan(&ws, args.upload_id.as_deref(), args.build.as_deref())?;
+    run(ws, plan).await
+}
