@@ -123,6 +123,7 @@ async fn main() {
     let seeded = t.elapsed();
     let rss_seeded = vm_hwm_kib().unwrap_or(0);
 
+    install_crypto();
     let client = reqwest::Client::new();
     let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user":
         {"name": "nodepool", "domain": {"id": "default"}, "password": "nodepool"}}},
@@ -202,4 +203,10 @@ async fn main() {
         vm_hwm_kib().unwrap_or(0) as f64 / 1024.0
     );
     sim.shutdown().await;
+}
+
+/// reqwest is built with rustls in a workspace build (nodepool needs it), which wants a
+/// process-wide crypto provider before the first client.
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

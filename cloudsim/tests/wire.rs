@@ -22,10 +22,13 @@ async fn token(client: &reqwest::Client, auth_url: &str) -> String {
 #[tokio::test]
 async fn dropped_connection_and_hung_response() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let client = {
+        install_crypto();
+        reqwest::Client::builder()
+    }
+    .timeout(Duration::from_secs(5))
+    .build()
+    .unwrap();
     let tok = token(&client, &sim.auth_url()).await;
     let admin = format!("{}/_sim/faults", sim.base_url());
     let rules = json!([
@@ -82,6 +85,7 @@ async fn dropped_connection_and_hung_response() {
 #[tokio::test]
 async fn version_discovery_roots() {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    install_crypto();
     let client = reqwest::Client::new();
     let base = sim.base_url();
     let image = client.get(format!("{base}/image/")).send().await.unwrap();
@@ -164,4 +168,10 @@ fn binary_writes_clouds_yaml_and_prints_url() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+}
+
+/// reqwest is built with rustls in a workspace build (nodepool needs it), which wants a
+/// process-wide crypto provider before the first client.
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
