@@ -55,15 +55,22 @@ impl Env {
         Workspace::open(self.paths.clone()).expect("workspace opens")
     }
 
-    /// One plan + apply; returns the number of actions and the report.
+    /// One plan + apply; returns the number of actions and the report. A plan made while a
+    /// cloud could not be observed counts one action (nothing was decided there, so the
+    /// world has not been seen to converge).
     pub async fn apply_once(&self) -> (usize, ApplyReport) {
         let mut ws = self.workspace();
         let lease = ops::apply::lease(&mut ws.store, "test").unwrap();
         let now = nodepool::state::now_unix();
         let planned = ops::plan::plan(&mut ws, now).await.unwrap();
+        let unobserved = planned
+            .world
+            .clouds
+            .values()
+            .any(|c| matches!(c, nodepool::reconcile::world::CloudState::Unavailable { .. }));
         let n = planned.doc.plan.actions.len();
         if n == 0 {
-            return (0, ApplyReport::default());
+            return (usize::from(unobserved), ApplyReport::default());
         }
         let options = ApplyOptions {
             poll_interval: Duration::from_millis(50),
