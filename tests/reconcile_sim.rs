@@ -182,6 +182,16 @@ async fn converges_through_injected_faults() {
                 resource: "instances".into(),
             },
         },
+        // A hung list (the connection dies after 3 s without an answer): retried, observed.
+        FaultRule {
+            method: Some("GET".into()),
+            path: "/v2.0/ports".into(),
+            probability: 1.0,
+            count: Some(1),
+            action: FaultAction::Hang {
+                max_ms: Some(3_000),
+            },
+        },
         FaultRule {
             method: Some("POST".into()),
             path: "/servers$".into(),

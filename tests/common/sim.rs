@@ -63,11 +63,12 @@ impl Env {
         let lease = ops::apply::lease(&mut ws.store, "test").unwrap();
         let now = nodepool::state::now_unix();
         let planned = ops::plan::plan(&mut ws, now).await.unwrap();
-        let unobserved = planned
-            .world
-            .clouds
-            .values()
-            .any(|c| matches!(c, nodepool::reconcile::world::CloudState::Unavailable { .. }));
+        let unobserved = planned.world.clouds.values().any(|c| {
+            matches!(
+                c,
+                nodepool::reconcile::world::CloudState::Unavailable { .. }
+            )
+        });
         let n = planned.doc.plan.actions.len();
         if n == 0 {
             return (usize::from(unobserved), ApplyReport::default());
