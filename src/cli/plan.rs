@@ -147,17 +147,52 @@ pub(super) async fn run_apply(
         println!("No changes.");
         return Ok(ExitCode::SUCCESS);
     }
-    let options = ApplyOptions {
+    let mut options = ApplyOptions {
         poll_interval: Duration::from_secs_f64(poll_interval.max(0.05)),
         ..ApplyOptions::default()
     };
-    let reporter = Arc::new(|e: &ApplyEvent| {
+    // On a terminal, uploads get progress bars and lines are printed above them.
+    let bars = std::io::stdout()
+        .is_terminal()
+        .then(indicatif::MultiProgress::new);
+    if let Some(multi) = &bars {
+        let multi = multi.clone();
+        let by_address = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+            String,
+            indicatif::ProgressBar,
+        >::new()));
+        options.upload_progress = Some(Arc::new(move |address: &str, sent: u64, total: u64| {
+            let mut bars = by_address.lock().expect("progress bars");
+            let bar = bars.entry(address.to_owned()).or_insert_with(|| {
+                let b = multi.add(indicatif::ProgressBar::new(total));
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .expect("a valid template"),
+                );
+                b.set_message(address.to_owned());
+                b
+            });
+            bar.set_position(sent);
+            if sent >= total {
+                bar.finish_and_clear();
+            }
+        }));
+    }
+    let printer = bars.clone();
+    let reporter = Arc::new(move |e: &ApplyEvent| {
         let line = match e {
             ApplyEvent::Started { address } => format!("{address}: working..."),
             ApplyEvent::Done { address, detail } => format!("{address}: done ({detail})"),
             ApplyEvent::Failed { address, error } => format!("{address}: FAILED: {error}"),
         };
-        println!("{line}");
+        match &printer {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => println!("{line}"),
+        }
     });
     println!();
     let (report, _) = ops::apply::apply(ws, &doc, lease, options, reporter).await?;
