@@ -102,7 +102,6 @@ struct Launching {
     server_id: String,
     /// How to boot again after a failed boot (`None`: no retry within this apply).
     boot: Option<Boot>,
-    request: Option<String>,
     journal: i64,
     since: Instant,
 }
@@ -449,7 +448,7 @@ impl Applier {
                 boot,
                 request,
             } => {
-                let Some((p, pl, lb)) = self.place(provider, pool, label) else {
+                let Some((p, _, lb)) = self.place(provider, pool, label) else {
                     return failed(format!("{provider}.{pool}.{label} is no longer configured"));
                 };
                 let boot = match self.resolve_after(boot) {
@@ -499,27 +498,12 @@ impl Applier {
                     Err(e) => return failed(e.to_string()),
                 };
                 let address = format!("node.{provider}.{pool}.{label}[{}]", node.id);
-                let req_row = request
-                    .as_ref()
-                    .and_then(|r| self.store.lock().ok()?.read().request(r).ok().flatten());
-                let spec = LaunchSpec {
-                    config: &self.config,
-                    provider: p,
-                    pool: pl,
-                    label: lb,
-                    node_id: &node.id,
-                    hostname: &node.hostname,
-                    boot,
-                    request: req_row.as_ref(),
-                    network_ids: networks,
-                };
-                match self.create(client, &spec, &node.id, true).await {
+                match self.boot_node(client, networks, &node, boot, true).await {
                     Ok(server_id) => Step::Launching(Box::new(Launching {
                         node_id: node.id.clone(),
                         address,
                         server_id,
                         boot: Some(boot.clone()),
-                        request: request.clone(),
                         journal: j,
                         since: Instant::now(),
                     })),
@@ -542,9 +526,12 @@ impl Applier {
                     Ok(None) => return failed(format!("node {node_id} no longer exists")),
                     Err(e) => return failed(e.to_string()),
                 };
-                let Some((p, pl, lb)) = self.place(&node.provider, &node.pool, &node.label) else {
+                if self
+                    .place(&node.provider, &node.pool, &node.label)
+                    .is_none()
+                {
                     return failed("the node's pool label is no longer configured".into());
-                };
+                }
                 let boot = match self.resolve_after(boot) {
                     Ok(b) => b,
                     Err(e) => return failed(e),
@@ -570,24 +557,8 @@ impl Applier {
                     self.finish(j, &Err(msg.clone()));
                     return failed(msg);
                 }
-                let req_row = node
-                    .details
-                    .allocated_request
-                    .as_ref()
-                    .and_then(|r| self.store.lock().ok()?.read().request(r).ok().flatten());
-                let spec = LaunchSpec {
-                    config: &self.config,
-                    provider: p,
-                    pool: pl,
-                    label: lb,
-                    node_id: &node.id,
-                    hostname: &node.hostname,
-                    boot,
-                    request: req_row.as_ref(),
-                    network_ids: networks,
-                };
                 match self
-                    .create(client, &spec, node_id, *counts_as_attempt)
+                    .boot_node(client, networks, &node, boot, *counts_as_attempt)
                     .await
                 {
                     Ok(sid) => Step::Launching(Box::new(Launching {
@@ -595,7 +566,6 @@ impl Applier {
                         address: a.address.clone(),
                         server_id: sid,
                         boot: Some(boot.clone()),
-                        request: node.details.allocated_request.clone(),
                         journal: j,
                         since: Instant::now(),
                     })),
@@ -678,7 +648,6 @@ impl Applier {
                     address: a.address.clone(),
                     server_id: server_id.clone(),
                     boot: boot.clone(),
-                    request: node.details.allocated_request.clone(),
                     journal: j,
                     since: Instant::now()
                         .checked_sub(elapsed)
@@ -1003,6 +972,40 @@ impl Applier {
         Some((p, pl, lb))
     }
 
+    /// Boot `node` (its row exists) with `boot`: the create request comes from the config of
+    /// its pool label and the request it is allocated to.
+    async fn boot_node(
+        &self,
+        client: &OpenStackClient,
+        networks: &BTreeMap<String, String>,
+        node: &crate::state::Node,
+        boot: &Boot,
+        counts: bool,
+    ) -> Result<String, String> {
+        let (provider, pool, label) = self
+            .place(&node.provider, &node.pool, &node.label)
+            .ok_or_else(|| "the node's pool label is no longer configured".to_owned())?;
+        let request = node
+            .details
+            .allocated_request
+            .as_ref()
+            .and_then(|r| self.store.lock().ok()?.read().request(r).ok().flatten());
+        let spec = LaunchSpec {
+            config: &self.config,
+            provider,
+            pool,
+            label,
+            node_id: &node.id,
+            hostname: &node.hostname,
+            boot,
+            request: request.as_ref(),
+            network_ids: networks,
+        };
+        self.create(client, &spec, &node.id, counts)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Send the create. On success the node is `building` with its server id; a quota refusal
     /// leaves it `init` without using an attempt (the next plan retries); an ambiguous failure
     /// (timeout, dropped connection) also leaves it `init`, so the next plan adopts the server
@@ -1206,7 +1209,7 @@ impl Applier {
         l: &Launching,
         why: &str,
         quota: bool,
-    ) -> Result<Option<String>, CloudError> {
+    ) -> Result<Option<String>, String> {
         let node = self
             .store
             .lock()
@@ -1216,12 +1219,12 @@ impl Applier {
             .ok()
             .flatten();
         let Some(node) = node else { return Ok(None) };
-        let Some((p, pl, lb)) = self.place(&node.provider, &node.pool, &node.label) else {
+        let Some(provider) = self.config.provider(&node.provider) else {
             return Ok(None);
         };
         let Some(boot) = &l.boot else { return Ok(None) };
         let _ = delete_server(client, &l.server_id).await;
-        if !quota && node.details.launch_attempts >= p.launch_retries.max(1) {
+        if !quota && node.details.launch_attempts >= provider.launch_retries.max(1) {
             let _ = self.write(|w| {
                 w.update_node(&l.node_id, |d| d.last_error = Some(why.to_owned()))?;
                 w.set_node_state(&l.node_id, NodeState::Failed)?;
@@ -1229,23 +1232,10 @@ impl Applier {
             });
             return Ok(None);
         }
-        let req_row = l
-            .request
-            .as_ref()
-            .and_then(|r| self.store.lock().ok()?.read().request(r).ok().flatten());
-        let spec = LaunchSpec {
-            config: &self.config,
-            provider: p,
-            pool: pl,
-            label: lb,
-            node_id: &node.id,
-            hostname: &node.hostname,
-            boot,
-            request: req_row.as_ref(),
-            network_ids: networks,
-        };
         tracing::info!(node = %node.id, reason = why, "launching again");
-        self.create(client, &spec, &node.id, !quota).await.map(Some)
+        self.boot_node(client, networks, &node, boot, !quota)
+            .await
+            .map(Some)
     }
 }
 
