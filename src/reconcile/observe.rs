@@ -58,6 +58,9 @@ fn optional<T: Default>(r: Result<T, CloudError>) -> Result<T, CloudError> {
     }
 }
 
+/// Items per page asked of list calls.
+const PAGE: u32 = 1000;
+
 /// One complete observation of a cloud: servers, images, floating IPs, DOWN ports, flavors
 /// and limits, each with one (paginated) list call.
 pub async fn observe_cloud(client: &OpenStackClient) -> Result<CloudView, CloudError> {
@@ -65,8 +68,16 @@ pub async fn observe_cloud(client: &OpenStackClient) -> Result<CloudView, CloudE
         status: Some("DOWN".into()),
         ..PortQuery::default()
     };
-    let servers_q = ServerQuery::default();
-    let images_q = ImageQuery::default();
+    // The services' largest pages (Nova's and Glance's default `max_limit`/`api_limit_max`):
+    // Glance's default page is 25 images, which would make a large cloud cost hundreds of calls.
+    let servers_q = ServerQuery {
+        page_size: Some(PAGE),
+        ..ServerQuery::default()
+    };
+    let images_q = ImageQuery {
+        page_size: Some(PAGE),
+        ..ImageQuery::default()
+    };
     let (servers, images, fips, ports, flavors, limits) = tokio::join!(
         client.list_servers(&servers_q),
         client.list_images(&images_q),
