@@ -91,8 +91,16 @@ pub(super) fn plan_demand(config: &Config, world: &World, cap: &mut Capacity, ou
     for r in requests {
         d.serve(r);
     }
+    // Ready or launching nodes nobody asked for, per label (one pass over the nodes).
+    let mut supply: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &world.nodes {
+        if d.alive(n) && n.details.allocated_request.is_none() && !d.taken.contains(&n.id) {
+            *supply.entry(n.label.as_str()).or_default() += 1;
+        }
+    }
     for label in &config.labels {
-        d.min_ready(&label.name, label.min_ready);
+        let have = supply.get(label.name.as_str()).copied().unwrap_or(0);
+        d.min_ready(&label.name, label.min_ready, have);
     }
 }
 
@@ -224,24 +232,11 @@ impl Demand<'_> {
         Ok(boot)
     }
 
-    fn min_ready(&mut self, label: &str, min_ready: u32) {
+    /// Launch what `label` lacks of `min_ready`, given `supply` ready or launching nodes.
+    fn min_ready(&mut self, label: &str, min_ready: u32, supply: usize) {
         if min_ready == 0 {
             return;
         }
-        let planned = self
-            .out
-            .actions
-            .iter()
-            .filter(|a| matches!(&a.kind, ActionKind::LaunchNode { label: l, request: None, .. } if l == label))
-            .count();
-        let supply = self
-            .world
-            .nodes
-            .iter()
-            .filter(|n| n.label == label && self.alive(n) && n.details.allocated_request.is_none())
-            .filter(|n| !self.taken.contains(&n.id))
-            .count()
-            + planned;
         let want = usize::try_from(min_ready).unwrap_or(usize::MAX);
         if supply >= want {
             return;

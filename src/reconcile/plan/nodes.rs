@@ -46,6 +46,7 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
     let mut nodes: Vec<&Node> = world.nodes.iter().collect();
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
     let mut unavailable_noted = std::collections::BTreeSet::new();
+    let mut indexes: BTreeMap<&str, ServerIndex<'_>> = BTreeMap::new();
     for node in nodes {
         let addr = node_address(&node.provider, &node.pool, &node.label, &node.id);
         let Some(view) = world.view(&node.provider) else {
@@ -65,7 +66,10 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
             }
             continue;
         };
-        let server = find_server(node, &view.servers);
+        let index = indexes
+            .entry(node.provider.as_str())
+            .or_insert_with(|| ServerIndex::new(&node.provider, &view.servers));
+        let server = index.find(node);
         let size = node_size(node, Some(view));
         let decision = decide(config, world, out, node, server, cap);
         match &decision {
@@ -80,14 +84,32 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
     drain_surplus(config, world, out);
 }
 
-/// The server of `node`: by recorded id, else by the node id in our metadata (a launch that
-/// was interrupted after the create was sent but before its answer was recorded).
-fn find_server<'w>(node: &Node, servers: &'w [ObservedServer]) -> Option<&'w ObservedServer> {
-    match node.details.server_id.as_deref() {
-        Some(id) => servers.iter().find(|s| s.id == id),
-        None => servers.iter().find(|s| {
-            s.node_id() == Some(node.id.as_str()) && s.owner() == Some(node.provider.as_str())
-        }),
+/// One provider's servers by id and by the node id in our metadata.
+#[derive(Default)]
+struct ServerIndex<'w> {
+    by_id: BTreeMap<&'w str, &'w ObservedServer>,
+    by_node: BTreeMap<&'w str, &'w ObservedServer>,
+}
+
+impl<'w> ServerIndex<'w> {
+    fn new(provider: &str, servers: &'w [ObservedServer]) -> Self {
+        let mut index = ServerIndex::default();
+        for s in servers {
+            index.by_id.insert(s.id.as_str(), s);
+            if let Some(n) = s.node_id().filter(|_| s.owner() == Some(provider)) {
+                index.by_node.insert(n, s);
+            }
+        }
+        index
+    }
+
+    /// The server of `node`: by recorded id, else by the node id in our metadata (a launch
+    /// that was interrupted after the create was sent but before its answer was recorded).
+    fn find(&self, node: &Node) -> Option<&'w ObservedServer> {
+        match node.details.server_id.as_deref() {
+            Some(id) => self.by_id.get(id).copied(),
+            None => self.by_node.get(node.id.as_str()).copied(),
+        }
     }
 }
 
