@@ -922,20 +922,20 @@ impl Daemon {
                 lock(&started).insert(address.clone(), (Instant::now(), span));
             }
             ApplyEvent::Done { address, detail } => {
-                let (took, span) = finish(&started, address);
+                let (planned, took, span) = finish(&started, address);
                 span.in_scope(
                     || tracing::info!(%detail, took_ms = took.as_millis() as u64, "done"),
                 );
-                if let Some(kind) = kinds.get(address) {
+                if let Some(kind) = kinds.get(&planned) {
                     daemon.record_action(kind, true, took);
                 }
             }
             ApplyEvent::Failed { address, error } => {
-                let (took, span) = finish(&started, address);
+                let (planned, took, span) = finish(&started, address);
                 span.in_scope(
                     || tracing::warn!(%error, took_ms = took.as_millis() as u64, "failed"),
                 );
-                if let Some(kind) = kinds.get(address) {
+                if let Some(kind) = kinds.get(&planned) {
                     daemon.record_action(kind, false, took);
                 }
             }
@@ -1022,13 +1022,30 @@ async fn run_apply(
     .map_err(DaemonError::from)
 }
 
+/// The planned address, duration and span of the action an event finishes. A launch is
+/// planned as `node.<provider>.<pool>.<label>[+n]` and finishes under its node's real id, so
+/// an address not started as such is matched to the oldest launch started for that slot.
 fn finish(
     started: &Mutex<HashMap<String, (Instant, tracing::Span)>>,
     address: &str,
-) -> (Duration, tracing::Span) {
-    match lock(started).remove(address) {
-        Some((at, span)) => (at.elapsed(), span),
+) -> (String, Duration, tracing::Span) {
+    let mut started = lock(started);
+    let planned = if started.contains_key(address) {
+        Some(address.to_owned())
+    } else {
+        address.split_once('[').and_then(|(slot, _)| {
+            let prefix = format!("{slot}[+");
+            started
+                .iter()
+                .filter(|(a, _)| a.starts_with(&prefix))
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(a, _)| a.clone())
+        })
+    };
+    match planned.and_then(|a| started.remove(&a).map(|v| (a, v))) {
+        Some((planned, (at, span))) => (planned, at.elapsed(), span),
         None => (
+            address.to_owned(),
             Duration::ZERO,
             tracing::info_span!("action", address, kind = "action"),
         ),
