@@ -119,7 +119,7 @@ fn read_secrets(path: &Path) -> anyhow::Result<Vec<Secret>> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| Secret::new(l))
+        .map(Secret::new)
         .collect())
 }
 
@@ -232,6 +232,7 @@ async fn shutdown_signal() {
 
 /// `nodepool status`: the daemon's `/status`, summarised.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -163,7 +163,7 @@ pub struct Active {
 /// or just the store before the first valid config.
 enum Writer {
     Bare(Store),
-    Ready(Workspace),
+    Ready(Box<Workspace>),
     /// Lent to an apply that failed without giving it back; reopened on next use.
     Lost,
 }
@@ -591,7 +591,7 @@ impl Daemon {
                 Writer::Ready(ws) => ws.store,
                 Writer::Lost => Store::open(&inner.opts.state)?,
             };
-            *writer = Writer::Ready(self.workspace(&active, store));
+            *writer = Writer::Ready(Box::new(self.workspace(&active, store)));
             *inner.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&active));
         }
         self.store().write(|w| {
@@ -780,7 +780,7 @@ impl Daemon {
         };
         let mut writer = inner.writer.lock().await;
         let mut ws = match std::mem::replace(&mut *writer, Writer::Lost) {
-            Writer::Ready(ws) if ws.revision == active.revision => ws,
+            Writer::Ready(ws) if ws.revision == active.revision => *ws,
             Writer::Ready(ws) => self.workspace(&active, ws.store),
             Writer::Bare(store) => self.workspace(&active, store),
             Writer::Lost => self.workspace(&active, Store::open(&inner.opts.state)?),
@@ -788,7 +788,7 @@ impl Daemon {
         let lease = match self.lease(&mut ws.store).await {
             Ok(l) => l,
             Err(e) => {
-                *writer = Writer::Ready(ws);
+                *writer = Writer::Ready(Box::new(ws));
                 return Err(e);
             }
         };
@@ -811,7 +811,7 @@ impl Daemon {
             Ok(w) => w,
             Err(e) => {
                 drop(lease);
-                *writer = Writer::Ready(ws);
+                *writer = Writer::Ready(Box::new(ws));
                 return Err(e);
             }
         };
@@ -846,7 +846,7 @@ impl Daemon {
             });
         if select::is_noop(&selected, &world, provider) {
             drop(lease);
-            *writer = Writer::Ready(ws);
+            *writer = Writer::Ready(Box::new(ws));
         } else {
             tracing::info!(
                 actions = selected.actions.len(),
@@ -870,14 +870,14 @@ impl Daemon {
             let reporter = self.reporter(&selected);
             match run_apply(ws, doc, lease, options, reporter).await {
                 Ok((applied, ws)) => {
-                    *writer = Writer::Ready(ws);
+                    *writer = Writer::Ready(Box::new(ws));
                     report.done = applied.done;
                     report.failed = applied.failed;
                 }
                 Err(e) => {
                     *writer = Writer::Lost;
                     lock(&inner.status).passes.insert(key.to_string(), report);
-                    return Err(e.into());
+                    return Err(e);
                 }
             }
         }
