@@ -175,3 +175,155 @@ pub fn needs_follow_up(selected: &Plan) -> bool {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan::{Action, Sighting};
+    use crate::state::LeakKind;
+
+    fn action(address: &str, kind: ActionKind) -> Action {
+        Action {
+            address: address.into(),
+            reason: "test".into(),
+            kind,
+        }
+    }
+
+    fn plan() -> Plan {
+        Plan {
+            actions: vec![
+                action(
+                    "node.east.main.small[1]",
+                    ActionKind::DeleteNode {
+                        node_id: "1".into(),
+                        provider: "east".into(),
+                        server_id: None,
+                    },
+                ),
+                action(
+                    "leak.west.server.s",
+                    ActionKind::DeleteLeak {
+                        provider: "west".into(),
+                        kind: LeakKind::Server,
+                        external_id: "s".into(),
+                    },
+                ),
+                action(
+                    "request.7",
+                    ActionKind::FulfillRequest {
+                        request: "7".into(),
+                        nodes: vec!["2".into()],
+                    },
+                ),
+                action(
+                    "diskimage.ubuntu",
+                    ActionKind::BuildImage {
+                        image: "ubuntu".into(),
+                        formats: vec!["qcow2".into()],
+                    },
+                ),
+                action(
+                    "image_upload.east.ubuntu[+]",
+                    ActionKind::UploadImage {
+                        provider: "east".into(),
+                        image: "ubuntu".into(),
+                        build: BuildRef::Planned,
+                        format: "qcow2".into(),
+                    },
+                ),
+                action(
+                    "image_upload.east.ubuntu[b1]",
+                    ActionKind::UploadImage {
+                        provider: "east".into(),
+                        image: "ubuntu".into(),
+                        build: BuildRef::Existing("b1".into()),
+                        format: "qcow2".into(),
+                    },
+                ),
+            ],
+            notes: Vec::new(),
+            sightings: vec![
+                Sighting {
+                    provider: "east".into(),
+                    kind: LeakKind::Port,
+                    external_id: "p".into(),
+                },
+                Sighting {
+                    provider: "west".into(),
+                    kind: LeakKind::Port,
+                    external_id: "q".into(),
+                },
+            ],
+            swept: vec!["east".into(), "west".into()],
+        }
+    }
+
+    fn addresses(p: &Plan) -> Vec<&str> {
+        p.actions.iter().map(|a| a.address.as_str()).collect()
+    }
+
+    #[test]
+    fn a_provider_pass_takes_its_cloud_actions_and_the_request_bookkeeping() {
+        let world = World::default();
+        let east = select(&plan(), &world, Role::All, Scope::Provider("east"));
+        assert_eq!(
+            addresses(&east),
+            [
+                "node.east.main.small[1]",
+                "request.7",
+                "image_upload.east.ubuntu[b1]"
+            ]
+        );
+        assert_eq!(east.swept, ["east"]);
+        assert_eq!(east.sightings.len(), 1);
+        assert_eq!(east.sightings[0].external_id, "p");
+        let west = select(&plan(), &world, Role::All, Scope::Provider("west"));
+        assert_eq!(addresses(&west), ["leak.west.server.s", "request.7"]);
+    }
+
+    #[test]
+    fn roles_split_node_and_image_work() {
+        let world = World::default();
+        let launcher = select(&plan(), &world, Role::Launcher, Scope::Provider("east"));
+        assert_eq!(
+            addresses(&launcher),
+            ["node.east.main.small[1]", "request.7"]
+        );
+        let builder = select(&plan(), &world, Role::Builder, Scope::Provider("east"));
+        assert_eq!(addresses(&builder), ["image_upload.east.ubuntu[b1]"]);
+        assert!(builder.sightings.is_empty() && builder.swept.is_empty());
+        let images = select(&plan(), &world, Role::Builder, Scope::Images);
+        assert_eq!(addresses(&images), ["diskimage.ubuntu"]);
+        let none = select(&plan(), &world, Role::Launcher, Scope::Images);
+        assert!(none.actions.is_empty());
+    }
+
+    #[test]
+    fn nothing_to_do_when_the_sightings_are_already_recorded() {
+        let mut world = World::default();
+        let mut p = plan();
+        p.actions.clear();
+        let east = select(&p, &world, Role::All, Scope::Provider("east"));
+        assert!(
+            !is_noop(&east, &world, Some("east")),
+            "a new sighting is recorded"
+        );
+        world.leak_sightings.push(crate::state::LeakSighting {
+            provider: "east".into(),
+            kind: LeakKind::Port,
+            external_id: "p".into(),
+            first_seen: 0,
+            last_seen: 0,
+            count: 1,
+        });
+        assert!(is_noop(&east, &world, Some("east")));
+        assert!(!needs_follow_up(&east));
+        assert!(needs_follow_up(&select(
+            &plan(),
+            &world,
+            Role::All,
+            Scope::Provider("west")
+        )));
+    }
+}
