@@ -231,6 +231,24 @@ async fn webhook_with_a_wrong_signature_is_refused_and_triggers_nothing() {
         (r.status() == 200).then_some(())
     })
     .await;
+    // `nodepool status` reads /status.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodepool"))
+        .args(["status", "--url", &d.url])
+        .env_remove("NODEPOOL_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Ready:    yes") && text.contains("provider:east"),
+        "{text}"
+    );
+    assert!(text.contains("In force: main@"), "{text}");
+
     let before = config_runs(&env.get_json(&d, "/status").await);
     let hook = format!("{}/hooks/git", d.url);
     let body = br#"{"ref": "refs/heads/main"}"#.to_vec();
