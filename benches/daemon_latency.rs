@@ -102,7 +102,7 @@ async fn main() {
         let mut store = Store::open(&state).unwrap();
         for i in 0..NODES {
             let mut new = NewNode::new("east", "main", "small");
-            new.state = NodeState::Ready;
+            new.state = NodeState::Building;
             let node = store.insert_node(&new).unwrap();
             let mut metadata = indexmap::IndexMap::new();
             metadata.insert("nodepool_provider_name".to_owned(), "east".to_owned());
@@ -124,8 +124,8 @@ async fn main() {
                     w.update_node(&node.id, |d| {
                         d.server_id = Some(server);
                         d.interface_ip = Some("10.0.0.1".into());
-                    })
-                    .map(|_| ())
+                    })?;
+                    w.set_node_state(&node.id, NodeState::Ready).map(|_| ())
                 })
                 .unwrap();
         }
