@@ -4,6 +4,7 @@
 //! library, and hand its result to a renderer. `anyhow` is used here and nowhere else.
 
 mod config_validate;
+mod daemon;
 mod demo;
 mod images;
 mod nodes;
@@ -130,11 +131,25 @@ enum Command {
     ImageDelete(images::DeleteArgs),
     /// Print the JSON Schema of nodepool.yaml.
     Schema,
+    /// Follow the config repo and keep the world converged; serve the node API (both roles).
+    Daemon(daemon::DaemonArgs),
+    /// The daemon for nodes only (no image builds or uploads).
+    Launcher(daemon::DaemonArgs),
+    /// The daemon for images only (builds and uploads).
+    Builder(daemon::DaemonArgs),
+    /// Show a running daemon's status (its /status endpoint).
+    Status(daemon::StatusArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The long-running commands set up their own logging (format, files).
+    if !matches!(
+        cli.command,
+        Command::Daemon(_) | Command::Launcher(_) | Command::Builder(_)
+    ) {
+        init_tracing();
+    }
     let result = match cli.command {
         Command::ConfigValidate { config, json } => config_validate::run(&config, json),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
@@ -159,6 +174,10 @@ pub fn main() -> ExitCode {
         Command::Doctor { args, provider } => {
             runtime().and_then(|rt| rt.block_on(nodes::doctor(args, provider)))
         }
+        Command::Daemon(args) => daemon::run(args, nodepool::daemon::Role::All),
+        Command::Launcher(args) => daemon::run(args, nodepool::daemon::Role::Launcher),
+        Command::Builder(args) => daemon::run(args, nodepool::daemon::Role::Builder),
+        Command::Status(args) => daemon::status(args),
         Command::Schema => {
             println!(
                 "{}",

@@ -12,20 +12,29 @@ use std::time::Duration;
 
 /// Submit a node request (what Zuul does upstream).
 pub fn request(ws: &mut Workspace, new: &NewRequest) -> Result<NodeRequest, OpError> {
+    request_in(&ws.loaded.config, &mut ws.store, new)
+}
+
+/// [`request`] against a config and a store (the daemon's API holds these, not a workspace).
+pub fn request_in(
+    config: &crate::config::Config,
+    store: &mut crate::state::Store,
+    new: &NewRequest,
+) -> Result<NodeRequest, OpError> {
     for l in &new.labels {
-        if ws.config().label(l).is_none() {
+        if config.label(l).is_none() {
             return Err(OpError::Refused(format!(
                 "label {l} is not defined in the config{}",
                 crate::config::diagnostic::did_you_mean(
                     l,
-                    ws.config().labels.iter().map(|x| x.name.as_str())
+                    config.labels.iter().map(|x| x.name.as_str())
                 )
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default()
             )));
         }
     }
-    Ok(ws.store.write(|w| w.insert_request(new))?)
+    Ok(store.write(|w| w.insert_request(new))?)
 }
 
 /// Wait until a request is fulfilled or failed (another process — apply or the daemon —
@@ -57,7 +66,11 @@ pub async fn wait_request(
 }
 
 fn node(ws: &Workspace, id: &str) -> Result<Node, OpError> {
-    ws.store
+    node_in(&ws.store, id)
+}
+
+fn node_in(store: &crate::state::Store, id: &str) -> Result<Node, OpError> {
+    store
         .read()
         .node(id)?
         .ok_or_else(|| OpError::Refused(format!("node {id} does not exist")))
@@ -65,7 +78,12 @@ fn node(ws: &Workspace, id: &str) -> Result<Node, OpError> {
 
 /// The consumer is done with a node: it becomes `used` (and is deleted by the next apply).
 pub fn release(ws: &mut Workspace, id: &str) -> Result<Node, OpError> {
-    let n = node(ws, id)?;
+    release_in(&mut ws.store, id)
+}
+
+/// [`release`] against a store.
+pub fn release_in(store: &mut crate::state::Store, id: &str) -> Result<Node, OpError> {
+    let n = node_in(store, id)?;
     let path: &[NodeState] = match n.state {
         NodeState::Ready => &[NodeState::InUse, NodeState::Used],
         NodeState::InUse | NodeState::Hold => &[NodeState::Used],
@@ -76,7 +94,7 @@ pub fn release(ws: &mut Workspace, id: &str) -> Result<Node, OpError> {
             )));
         }
     };
-    Ok(ws.store.write(|w| {
+    Ok(store.write(|w| {
         let mut last = w
             .read()
             .node(id)?
@@ -104,14 +122,24 @@ pub fn hold(
     reason: Option<&str>,
     expires: Option<i64>,
 ) -> Result<Node, OpError> {
-    let n = node(ws, id)?;
+    hold_in(&mut ws.store, id, reason, expires)
+}
+
+/// [`hold`] against a store.
+pub fn hold_in(
+    store: &mut crate::state::Store,
+    id: &str,
+    reason: Option<&str>,
+    expires: Option<i64>,
+) -> Result<Node, OpError> {
+    let n = node_in(store, id)?;
     if !n.state.can_transition_to(NodeState::Hold) {
         return Err(OpError::Refused(format!(
             "node {id} is {}; only a ready or in-use node can be held",
             n.state
         )));
     }
-    Ok(ws.store.write(|w| {
+    Ok(store.write(|w| {
         w.update_node(id, |d| {
             d.hold_reason = reason.map(str::to_owned);
             d.hold_expiration = expires;

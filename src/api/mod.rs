@@ -1,0 +1,588 @@
+//! The daemon's HTTP API (axum): node requests for CI systems, upstream's dashboard lists, status, readiness, metrics and the git push webhook.
+//!
+//! | route                              | auth   | what                                        |
+//! |------------------------------------|--------|---------------------------------------------|
+//! | `POST /api/v1/requests`            | bearer | ask for nodes → 201 `{id, state}`           |
+//! | `GET /api/v1/requests/{id}`        | bearer | state, nodes, addresses, host keys          |
+//! | `POST /api/v1/nodes/{id}/release`  | bearer | the consumer is done: used → deleted        |
+//! | `POST /api/v1/nodes/{id}/hold`     | bearer | hold for an operator `{reason, expires}`    |
+//! | `GET /node-list` … `/label-list`   | none   | text tables; JSON with `Accept: application/json` |
+//! | `GET /status`, `/ready`, `/livez`  | none   | JSON status; 503 until every provider ran   |
+//! | `GET /metrics`                     | none   | Prometheus text                             |
+//! | `POST /hooks/git`                  | HMAC   | push webhook (`X-Hub-Signature-256`)        |
+//!
+//! Bearer tokens are compared in constant time; with no token configured every `/api/v1`
+//! call is refused. Bodies are limited ([`MAX_BODY_BYTES`], and the webhook's own limit).
+//! Errors are JSON `{"error": "..."}` with a fitting status code.
+
+use crate::daemon::Daemon;
+use crate::ops::OpError;
+use crate::secret::Secret;
+use crate::state::{NewRequest, Node, NodeRequest, StateError};
+use crate::watch::{self, Trigger, WatchError};
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Largest request body of the `/api/v1` routes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+pub struct ApiState {
+    pub daemon: Daemon,
+    /// Accepted bearer tokens (empty: the node API refuses everything).
+    pub tokens: Vec<Secret>,
+    /// The webhook's HMAC secret (`None`: every delivery is refused).
+    pub webhook_secret: Option<Secret>,
+}
+
+/// Errors as the API reports them.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+        }
+        response
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(e: StateError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Refused(m) if m.contains("does not exist") => ApiError::NotFound(m),
+            OpError::Refused(m) => ApiError::Conflict(m),
+            OpError::State(StateError::Invalid(m)) => ApiError::Conflict(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The router, ready to serve.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/requests", post(create_request))
+        .route("/api/v1/requests/{id}", get(get_request))
+        .route("/api/v1/nodes/{id}/release", post(release_node))
+        .route("/api/v1/nodes/{id}/hold", post(hold_node))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let hooks = Router::new()
+        .route("/hooks/git", post(git_hook))
+        .layer(DefaultBodyLimit::max(watch::MAX_WEBHOOK_BODY_BYTES));
+    Router::new()
+        .route("/node-list", get(node_list))
+        .route("/image-list", get(image_list))
+        .route("/dib-image-list", get(dib_image_list))
+        .route("/request-list", get(request_list))
+        .route("/label-list", get(label_list))
+        .route("/status", get(status))
+        .route("/ready", get(ready))
+        .route("/livez", get(livez))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .merge(hooks)
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(state)
+}
+
+/// Constant-time equality (the length is not secret).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.tokens.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "no API tokens are configured on this daemon (--api-token-file)".into(),
+        ));
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+    let mut ok = false;
+    for t in &state.tokens {
+        ok |= ct_eq(t.expose().as_bytes(), presented.as_bytes());
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(
+            "the bearer token is not valid".into(),
+        ))
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    labels: Vec<String>,
+    requestor: String,
+    #[serde(default = "default_priority")]
+    priority: i64,
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+/// Upstream's default request priority (lower is served first).
+fn default_priority() -> i64 {
+    100
+}
+
+#[derive(Debug, Serialize)]
+struct Created {
+    id: String,
+    state: String,
+}
+
+async fn create_request(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Json<CreateRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    authorize(&state, &headers)?;
+    let Json(body) = body?;
+    if body.labels.is_empty() {
+        return Err(ApiError::BadRequest("labels must not be empty".into()));
+    }
+    if body.requestor.trim().is_empty() {
+        return Err(ApiError::BadRequest("requestor must not be empty".into()));
+    }
+    let active = state
+        .daemon
+        .active()
+        .ok_or_else(|| ApiError::Unavailable("no valid config has been loaded yet".into()))?;
+    let created = {
+        let mut store = state.daemon.store();
+        crate::ops::nodes::request_in(
+            &active.loaded.config,
+            &mut store,
+            &NewRequest {
+                labels: body.labels,
+                requestor: body.requestor,
+                priority: body.priority,
+                tenant: body.tenant,
+            },
+        )
+        .map_err(|e| match e {
+            OpError::Refused(m) => ApiError::BadRequest(m),
+            other => other.into(),
+        })?
+    };
+    tracing::info!(request = %created.id, labels = ?created.labels, requestor = %created.requestor, "node request created");
+    state.daemon.nudge_providers();
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            id: created.id,
+            state: created.state.to_string(),
+        }),
+    ))
+}
+
+/// A node as a consumer needs it: where and how to connect.
+#[derive(Debug, Serialize)]
+struct NodeView {
+    id: String,
+    label: String,
+    provider: String,
+    pool: String,
+    state: String,
+    hostname: String,
+    interface_ip: Option<String>,
+    public_ipv4: Option<String>,
+    private_ipv4: Option<String>,
+    public_ipv6: Option<String>,
+    region: Option<String>,
+    az: Option<String>,
+    cloud: Option<String>,
+    connection_type: Option<String>,
+    connection_port: Option<u16>,
+    username: Option<String>,
+    python_path: Option<String>,
+    shell_type: Option<String>,
+    host_keys: Vec<String>,
+}
+
+impl From<&Node> for NodeView {
+    fn from(n: &Node) -> Self {
+        let d = &n.details;
+        NodeView {
+            id: n.id.clone(),
+            label: n.label.clone(),
+            provider: n.provider.clone(),
+            pool: n.pool.clone(),
+            state: n.state.to_string(),
+            hostname: n.hostname.clone(),
+            interface_ip: d.interface_ip.clone(),
+            public_ipv4: d.public_ipv4.clone(),
+            private_ipv4: d.private_ipv4.clone(),
+            public_ipv6: d.public_ipv6.clone(),
+            region: d.region.clone(),
+            az: d.az.clone(),
+            cloud: d.cloud.clone(),
+            connection_type: d.connection_type.clone(),
+            connection_port: d.connection_port,
+            username: d.username.clone(),
+            python_path: d.python_path.clone(),
+            shell_type: d.shell_type.clone(),
+            host_keys: d.host_keys.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RequestView {
+    #[serde(flatten)]
+    request: NodeRequest,
+    #[serde(rename = "node_details")]
+    node_details: Vec<NodeView>,
+}
+
+async fn get_request(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RequestView>, ApiError> {
+    authorize(&state, &headers)?;
+    let store = state.daemon.store();
+    let reader = store.read();
+    let request = reader
+        .request(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("request {id} does not exist")))?;
+    let ids: Vec<&str> = request.nodes.iter().map(String::as_str).collect();
+    let nodes = reader.nodes_by_ids(&ids)?;
+    Ok(Json(RequestView {
+        node_details: nodes.iter().map(NodeView::from).collect(),
+        request,
+    }))
+}
+
+async fn release_node(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    authorize(&state, &headers)?;
+    let node = crate::ops::nodes::release_in(&mut state.daemon.store(), &id)?;
+    tracing::info!(node = %id, "node released");
+    state.daemon.nudge_provider(&node.provider);
+    Ok(Json(NodeView::from(&node)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    #[serde(default)]
+    reason: Option<String>,
+    /// Seconds the hold lasts (none: until released).
+    #[serde(default)]
+    expires: Option<i64>,
+}
+
+async fn hold_node(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<NodeView>, ApiError> {
+    authorize(&state, &headers)?;
+    let body: HoldBody = if body.is_empty() {
+        HoldBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    if body.expires.is_some_and(|e| e <= 0) {
+        return Err(ApiError::BadRequest(
+            "expires must be a positive number of seconds".into(),
+        ));
+    }
+    let node = crate::ops::nodes::hold_in(
+        &mut state.daemon.store(),
+        &id,
+        body.reason.as_deref(),
+        body.expires,
+    )?;
+    tracing::info!(node = %id, "node held");
+    Ok(Json(NodeView::from(&node)))
+}
+
+fn table_or_json<T: Serialize>(
+    headers: &HeaderMap,
+    rows: &T,
+    text: impl FnOnce() -> String,
+) -> Response {
+    if wants_json(headers) {
+        Json(rows).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text(),
+        )
+            .into_response()
+    }
+}
+
+async fn node_list(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let nodes = state.daemon.store().read().nodes()?;
+    let now = crate::state::now_unix();
+    let clouds: BTreeMap<String, Option<BTreeMap<String, String>>> = state
+        .daemon
+        .clouds()
+        .into_iter()
+        .map(|(p, c)| {
+            let servers = match c {
+                crate::reconcile::world::CloudState::Observed(view) => Some(
+                    view.servers
+                        .iter()
+                        .map(|s| (s.id.clone(), s.status.clone()))
+                        .collect(),
+                ),
+                crate::reconcile::world::CloudState::Unavailable { .. } => None,
+            };
+            (p, servers)
+        })
+        .collect();
+    Ok(table_or_json(&headers, &nodes, || {
+        crate::tables::nodes(&nodes, &clouds, now, false)
+    }))
+}
+
+async fn image_list(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let uploads = state.daemon.store().read().uploads()?;
+    let now = crate::state::now_unix();
+    Ok(table_or_json(&headers, &uploads, || {
+        crate::tables::uploads(&uploads, now)
+    }))
+}
+
+async fn dib_image_list(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let builds = state.daemon.store().read().builds()?;
+    let now = crate::state::now_unix();
+    Ok(table_or_json(&headers, &builds, || {
+        crate::tables::builds(&builds, now)
+    }))
+}
+
+async fn request_list(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let requests = state.daemon.store().read().requests()?;
+    let now = crate::state::now_unix();
+    Ok(table_or_json(&headers, &requests, || {
+        crate::tables::requests(&requests, now)
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct LabelRow {
+    label: String,
+    min_ready: u32,
+    ready: u64,
+}
+
+async fn label_list(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let active = state
+        .daemon
+        .active()
+        .ok_or_else(|| ApiError::Unavailable("no valid config has been loaded yet".into()))?;
+    let ready: BTreeMap<String, u64> = state
+        .daemon
+        .store()
+        .read()
+        .ready_counts_by_label()?
+        .into_iter()
+        .collect();
+    let rows: Vec<LabelRow> = active
+        .loaded
+        .config
+        .labels
+        .iter()
+        .map(|l| LabelRow {
+            label: l.name.clone(),
+            min_ready: l.min_ready,
+            ready: ready.get(&l.name).copied().unwrap_or(0),
+        })
+        .collect();
+    Ok(table_or_json(&headers, &rows, || {
+        let mut t = comfy_table::Table::new();
+        t.load_style(comfy_table::presets::ASCII_FULL_CONDENSED)
+            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+            .set_header(["Label", "Min ready", "Ready"]);
+        for r in &rows {
+            t.add_row([
+                r.label.clone(),
+                r.min_ready.to_string(),
+                r.ready.to_string(),
+            ]);
+        }
+        format!("{t}\n")
+    }))
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> Json<crate::daemon::StatusReport> {
+    Json(state.daemon.status())
+}
+
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    if state.daemon.is_ready() {
+        (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "ready": false,
+                "error": "not every provider has been reconciled yet"
+            })),
+        )
+            .into_response()
+    }
+}
+
+async fn livez() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"alive": true}))
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let nodes = state.daemon.store().read().nodes()?;
+    let text = state
+        .daemon
+        .metrics()
+        .encode(&nodes, &state.daemon.api_calls());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn git_hook(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Some(secret) = &state.webhook_secret else {
+        return Err(ApiError::Unauthorized(
+            WatchError::WebhookNotConfigured.to_string(),
+        ));
+    };
+    let signature = headers
+        .get(watch::trigger::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let trigger = watch::accept_webhook(secret, &body, signature).map_err(|e| {
+        tracing::warn!(error = %e, "webhook refused");
+        ApiError::Unauthorized(e.to_string())
+    })?;
+    if let Trigger::Webhook {
+        git_ref: Some(git_ref),
+    } = &trigger
+        && let Some(branch) = state.daemon.followed_branch()
+        && git_ref != &format!("refs/heads/{branch}")
+    {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(
+                serde_json::json!({"triggered": false, "reason": format!("{git_ref} is not the branch followed")}),
+            ),
+        ));
+    }
+    tracing::info!(?trigger, "webhook accepted");
+    state.daemon.trigger(trigger);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"triggered": true})),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+        assert!(ct_eq(b"", b""));
+    }
+}

@@ -1,0 +1,348 @@
+//! End to end: the `nodepool daemon` binary follows a local git config repo and keeps the simulated cloud converged.
+
+mod daemon_support;
+#[path = "common/sim.rs"]
+mod sim;
+
+use daemon_support::{Env, TOKEN, WEBHOOK_SECRET, fast_sim};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn ids(nodes: &[Value]) -> BTreeSet<String> {
+    nodes
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_commits_rejects_invalid_ones_serves_requests_and_stops_on_sigterm() {
+    let env = Env::start(fast_sim(), &sim::config(2, 10)).await;
+    let mut d = env.spawn(0);
+
+    // min-ready 2 → two READY nodes.
+    let first = env
+        .wait_for(0, "two ready nodes", WAIT, || async {
+            let ready = env.ready_nodes(&d).await;
+            (ready.len() == 2).then_some(ready)
+        })
+        .await;
+    let ready = env
+        .http
+        .get(format!("{}/ready", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let status = env.get_json(&d, "/status").await;
+    let good = status["revisions"]["in_force"]["revision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(good.starts_with("main@"), "{status:#}");
+
+    // An invalid commit changes nothing; /status names the file and line.
+    let valid = sim::config(2, 10);
+    let invalid = valid.replace("max-servers: 10", "max-servers: lots");
+    let bad_line = invalid
+        .lines()
+        .position(|l| l.contains("max-servers: lots"))
+        .unwrap() as u64
+        + 1;
+    env.commit(&invalid, "break it");
+    let attempt = env
+        .wait_for(0, "the invalid revision in /status", WAIT, || async {
+            let s = env.get_json(&d, "/status").await;
+            let last = s["revisions"]["last_attempted"].clone();
+            (last["outcome"] == "invalid").then_some(s)
+        })
+        .await;
+    let revisions = &attempt["revisions"];
+    assert_eq!(
+        revisions["in_force"]["revision"],
+        good.as_str(),
+        "{attempt:#}"
+    );
+    let errors = revisions["last_attempted"]["errors"].as_array().unwrap();
+    assert!(!errors.is_empty(), "{attempt:#}");
+    assert!(
+        errors[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("nodepool.yaml"),
+        "{attempt:#}"
+    );
+    assert_eq!(errors[0]["line"], bad_line, "{attempt:#}");
+    assert_ne!(revisions["last_attempted"]["revision"], good.as_str());
+    // Nothing moved: the same two nodes, still ready.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ids(&env.ready_nodes(&d).await), ids(&first));
+    assert_eq!(env.nodes(&d).await.len(), 2);
+
+    // The fix (min-ready 3) is picked up and converges.
+    env.commit(&sim::config(3, 10), "fix it, and one more");
+    env.wait_for(0, "three ready nodes", WAIT, || async {
+        (env.ready_nodes(&d).await.len() == 3).then_some(())
+    })
+    .await;
+    let status = env.get_json(&d, "/status").await;
+    assert_eq!(status["revisions"]["last_attempted"]["outcome"], "ok");
+    assert_ne!(status["revisions"]["in_force"]["revision"], good.as_str());
+
+    // The node API refuses callers without a valid token.
+    let url = format!("{}/api/v1/requests", d.url);
+    let body = json!({"labels": ["small"], "requestor": "zuul", "priority": 100});
+    let anon = env.http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+    let wrong = env
+        .http
+        .post(&url)
+        .bearer_auth("not-the-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let bad_label = env
+        .http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&json!({"labels": ["nope"], "requestor": "zuul"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_label.status(), 400);
+    let err: Value = bad_label.json().await.unwrap();
+    assert!(err["error"].as_str().unwrap().contains("nope"), "{err}");
+
+    // A request via HTTP is fulfilled.
+    let created = env
+        .http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let request_id = created["id"].as_str().unwrap().to_owned();
+    let request = env
+        .wait_for(0, "the request fulfilled", WAIT, || async {
+            let r = env
+                .get_json(&d, &format!("/api/v1/requests/{request_id}"))
+                .await;
+            (r["state"] == "fulfilled").then_some(r)
+        })
+        .await;
+    let node = &request["node_details"][0];
+    let node_id = node["id"].as_str().unwrap().to_owned();
+    assert!(node["interface_ip"].is_string(), "{request:#}");
+    assert_eq!(node["label"], "small");
+
+    // Release → the node is deleted and replaced; no server is left behind.
+    let released = env
+        .http
+        .post(format!("{}/api/v1/nodes/{node_id}/release", d.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(released.status(), 200);
+    env.wait_for(
+        0,
+        "the released node deleted and replaced",
+        WAIT,
+        || async {
+            let nodes = env.nodes(&d).await;
+            let ready = nodes.iter().filter(|n| n["state"] == "ready").count();
+            let servers = env.servers();
+            (!ids(&nodes).contains(&node_id) && ready == 3 && servers.len() == nodes.len())
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Dashboards: text by default, JSON on request; metrics without unbounded labels.
+    let text = env
+        .http
+        .get(format!("{}/node-list", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("small") && text.contains("ready"), "{text}");
+    let labels = env.get_json(&d, "/label-list").await;
+    assert_eq!(labels[0]["label"], "small");
+    assert_eq!(labels[0]["min_ready"], 3);
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nodepool_nodes{provider=\"east\",label=\"small\",state=\"ready\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nodepool_launches_total{provider=\"east\",result=\"success\"}"));
+    assert!(metrics.contains("nodepool_cloud_api_calls_total{provider=\"east\"}"));
+    assert!(!metrics.contains(&node_id), "no node ids in metrics");
+
+    // SIGTERM → a clean exit.
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit {status:?}; log:\n{}", env.log(0));
+    assert!(env.log(0).contains("SIGTERM received"));
+}
+
+fn sign(body: &[u8], secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn config_runs(status: &Value) -> u64 {
+    status["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "config")
+        .map(|k| k["runs"].as_u64().unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_with_a_wrong_signature_is_refused_and_triggers_nothing() {
+    let env = Env::start(fast_sim(), &sim::config(0, 10)).await;
+    let d = env.spawn(0);
+    env.wait_for(0, "ready", WAIT, || async {
+        let r = env.http.get(format!("{}/ready", d.url)).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    // `nodepool status` reads /status.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodepool"))
+        .args(["status", "--url", &d.url])
+        .env_remove("NODEPOOL_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Ready:    yes") && text.contains("provider:east"),
+        "{text}"
+    );
+    assert!(text.contains("In force: main@"), "{text}");
+
+    let before = config_runs(&env.get_json(&d, "/status").await);
+    let hook = format!("{}/hooks/git", d.url);
+    let body = br#"{"ref": "refs/heads/main"}"#.to_vec();
+
+    let wrong = env
+        .http
+        .post(&hook)
+        .header("X-Hub-Signature-256", sign(&body, "not-the-secret"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let err: Value = wrong.json().await.unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("signature"),
+        "{err}"
+    );
+    let unsigned = env
+        .http
+        .post(&hook)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        config_runs(&env.get_json(&d, "/status").await),
+        before,
+        "a refused delivery must not trigger a pass"
+    );
+
+    // Too large: refused before any signature work.
+    let huge = vec![b' '; nodepool::watch::MAX_WEBHOOK_BODY_BYTES + 1];
+    let too_big = env
+        .http
+        .post(&hook)
+        .header("X-Hub-Signature-256", sign(&huge, WEBHOOK_SECRET))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+
+    // The right signature triggers a config pass.
+    let good = env
+        .http
+        .post(&hook)
+        .header("X-Hub-Signature-256", sign(&body, WEBHOOK_SECRET))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 202);
+    env.wait_for(0, "a config pass after the webhook", WAIT, || async {
+        (config_runs(&env.get_json(&d, "/status").await) > before).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_launch_then_restart_converges_without_leaks() {
+    let sim_config = cloudsim::SimConfig {
+        boot_delay_ms: 1500,
+        delete_delay_ms: 50,
+        ..cloudsim::SimConfig::default()
+    };
+    let env = Env::start(sim_config, &sim::config(3, 10)).await;
+    let mut d = env.spawn(0);
+    // Kill as soon as a server exists but before every node is ready.
+    env.wait_for(0, "a server booting", WAIT, || async {
+        (!env.servers().is_empty()).then_some(())
+    })
+    .await;
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(5));
+    drop(d);
+    assert!(
+        env.nodes_in_db().iter().any(|s| s != "ready"),
+        "the kill should land mid-launch"
+    );
+
+    let d = env.spawn(1);
+    env.wait_for(1, "three ready nodes after the restart", WAIT, || async {
+        let nodes = env.nodes(&d).await;
+        let ready = nodes.iter().filter(|n| n["state"] == "ready").count();
+        (ready == 3 && nodes.len() == 3).then_some(())
+    })
+    .await;
+    // No leaked server: every server belongs to one node, and there is one per node.
+    let nodes = ids(&env.nodes(&d).await);
+    let servers = env.servers();
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    let owners: BTreeSet<String> = servers.iter().filter_map(|s| s.1.clone()).collect();
+    assert_eq!(owners, nodes, "{servers:?}");
+}

@@ -1,0 +1,243 @@
+//! Running the real `nodepool daemon` binary against the in-process simulator, on a git config repo in a temp dir.
+
+#![allow(dead_code)]
+
+use cloudsim::{SimConfig, SimHandle, Simulator};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token-0123456789";
+pub const WEBHOOK_SECRET: &str = "webhook-secret-abcdef";
+
+pub struct Env {
+    pub sim: SimHandle,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+pub struct Running {
+    pub child: Child,
+    pub url: String,
+}
+
+pub fn fast_sim() -> SimConfig {
+    SimConfig {
+        boot_delay_ms: 100,
+        delete_delay_ms: 50,
+        ..SimConfig::default()
+    }
+}
+
+pub fn git(repo: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Env {
+    pub async fn start(sim: SimConfig, config: &str) -> Env {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = Simulator::start(sim).await.expect("simulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("clouds.yaml"), sim.clouds_yaml("east")).unwrap();
+        std::fs::write(dir.path().join("tokens"), format!("# tokens\n{TOKEN}\n")).unwrap();
+        std::fs::write(dir.path().join("webhook-secret"), WEBHOOK_SECRET).unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        let env = Env {
+            sim,
+            dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        env.commit(config, "initial config");
+        env
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    pub fn commit(&self, config: &str, message: &str) {
+        std::fs::write(self.repo().join("nodepool.yaml"), config).unwrap();
+        git(&self.repo(), &["add", "nodepool.yaml"]);
+        git(&self.repo(), &["commit", "-q", "-m", message]);
+    }
+
+    /// Start the daemon; its log goes to `daemon-<n>.log` in the temp dir.
+    pub fn spawn(&self, n: usize) -> Running {
+        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{n}.log"))).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nodepool"))
+            .arg("daemon")
+            .arg("-c")
+            .arg(self.repo())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--clouds")
+            .arg(self.dir.path().join("clouds.yaml"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--poll-interval",
+                "30",
+                "--apply-poll-interval",
+                "0.1",
+                "--shutdown-timeout",
+                "10",
+            ])
+            .arg("--api-token-file")
+            .arg(self.dir.path().join("tokens"))
+            .arg("--webhook-secret-file")
+            .arg(self.dir.path().join("webhook-secret"))
+            .env_remove("NODEPOOL_CONFIG_REPO")
+            .env_remove("NODEPOOL_SECURE")
+            .env_remove("NODEPOOL_STATE")
+            .env_remove("OS_CLIENT_CONFIG_FILE")
+            .env("NODEPOOL_LOG", "info,nodepool=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nodepool daemon");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}; log:\n{}", self.log(n)))
+            .to_owned();
+        Running { child, url }
+    }
+
+    pub fn log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("daemon-{n}.log"))).unwrap_or_default()
+    }
+
+    pub async fn get_json(&self, d: &Running, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", d.url))
+            .header("accept", "application/json")
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn nodes(&self, d: &Running) -> Vec<Value> {
+        self.get_json(d, "/node-list")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn ready_nodes(&self, d: &Running) -> Vec<Value> {
+        self.nodes(d)
+            .await
+            .into_iter()
+            .filter(|n| n["state"] == "ready")
+            .collect()
+    }
+
+    /// The states of the nodes in the database, read directly.
+    pub fn nodes_in_db(&self) -> Vec<String> {
+        let store = nodepool::state::Store::open(self.state()).unwrap();
+        store
+            .read()
+            .nodes()
+            .unwrap()
+            .into_iter()
+            .map(|n| n.state.to_string())
+            .collect()
+    }
+
+    /// Live servers in the simulator (not the tombstones of deleted ones) with their node id.
+    pub fn servers(&self) -> Vec<(String, Option<String>)> {
+        let store = self.sim.sim().store();
+        store
+            .servers
+            .values()
+            .filter(|s| s.is_live())
+            .map(|s| (s.id.clone(), s.metadata.get("nodepool_node_id").cloned()))
+            .collect()
+    }
+
+    /// Poll `check` until it returns `Some`, or panic with the daemon's log after `timeout`.
+    pub async fn wait_for<T, F, Fut>(
+        &self,
+        n: usize,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; daemon log:\n{}", self.log(n));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Running {
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill");
+    }
+
+    /// Wait for exit (bounded); the exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the daemon did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
