@@ -20,6 +20,13 @@ fn peak_rss_mb() -> f64 {
 
 #[tokio::main]
 async fn main() {
+    // OBSERVE_CLOUDS_YAML=<clouds.yaml with cloud `east`>: observe a cloud served by another
+    // process (e.g. the `cloudsim` binary, seeded through /_sim), so that the peak RSS printed
+    // is this process's alone.
+    if let Ok(path) = std::env::var("OBSERVE_CLOUDS_YAML") {
+        observe_rounds(Path::new(&path)).await;
+        return;
+    }
     let mut cfg = cloudsim::SimConfig::default();
     cfg.quota.instances = 1_000_000;
     cfg.quota.cores = 1_000_000;
@@ -62,6 +69,11 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let clouds = dir.path().join("clouds.yaml");
     std::fs::write(&clouds, sim.clouds_yaml("east")).unwrap();
+    observe_rounds(&clouds).await;
+    sim.shutdown().await;
+}
+
+async fn observe_rounds(clouds: &Path) {
     let (config, _) = nodepool::config::load_str(
         Path::new("bench.yaml"),
         "providers:\n  - name: east\n    cloud: east\n    rate: 0\n",
@@ -69,7 +81,7 @@ async fn main() {
         &BTreeMap::new(),
     )
     .unwrap();
-    let clouds = CloudsFile::load(&clouds).unwrap();
+    let clouds = CloudsFile::load(clouds).unwrap();
     let (clients, _) = nodepool::ops::clients_for(&config, Some(&clouds));
     let client = &clients["east"];
     client.authenticate().await.unwrap();
@@ -93,5 +105,4 @@ async fn main() {
             rss_before
         );
     }
-    sim.shutdown().await;
 }
