@@ -143,10 +143,20 @@ pub fn run(args: DaemonArgs, role: Role) -> anyhow::Result<ExitCode> {
     opts.poll_interval = seconds("--poll-interval", args.poll_interval)?;
     opts.apply_poll = seconds("--apply-poll-interval", args.apply_poll_interval)?;
     let grace = seconds("--shutdown-timeout", args.shutdown_timeout)?;
-    let tokens = match &args.api_token_file {
+    let mut tokens = match &args.api_token_file {
         Some(p) => read_secrets(p)?,
         None => Vec::new(),
     };
+    // The secure file may hold them too (`api-tokens:`, `webhook-secret:`).
+    let secure = match &args.secure {
+        Some(p) => Some(nodepool::config::load_secure(
+            p,
+            &nodepool::config::LoadOptions::new(p).env,
+        )?),
+        None => None,
+    };
+    tokens.extend(secure.iter().flat_map(|s| s.api_tokens.iter().cloned()));
+    let from_secure = secure.and_then(|s| s.webhook_secret);
     let webhook_secret = match &args.webhook_secret_file {
         Some(p) => Some(
             read_secrets(p)?
@@ -154,11 +164,11 @@ pub fn run(args: DaemonArgs, role: Role) -> anyhow::Result<ExitCode> {
                 .next()
                 .with_context(|| format!("{} holds no secret", p.display()))?,
         ),
-        None => None,
+        None => from_secure,
     };
     if tokens.is_empty() {
         tracing::warn!(
-            "no API tokens configured (--api-token-file): the node API refuses every call"
+            "no API tokens configured (--api-token-file or api-tokens in the secure file): the node API refuses every call"
         );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

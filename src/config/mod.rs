@@ -181,6 +181,26 @@ pub fn load_str(
     }
 }
 
+/// Load a secure file on its own (the daemon reads its API tokens and webhook secret from it;
+/// its diskimage and provider entries are checked against the config by [`load`]).
+pub fn load_secure(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<model::SecureFile, ConfigError> {
+    let text = read(path)?;
+    let mut diags = Vec::new();
+    match parse_document::<model::SecureFile>(
+        path,
+        &text,
+        env,
+        schema::Document::Secure,
+        &mut diags,
+    ) {
+        Some((secure, _)) => Ok(secure),
+        None => Err(ConfigError::Invalid(diags)),
+    }
+}
+
 fn parse_document<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
@@ -408,6 +428,25 @@ mod tests {
         .unwrap_err();
         assert_eq!(errs[0].file, Path::new("s.yaml"));
         assert!(errs[0].message.contains("`nope`"));
+    }
+
+    #[test]
+    fn secure_file_alone_with_api_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secure.yaml");
+        std::fs::write(&f, "api-tokens: [tok-1, tok-2]\nwebhook-secret: hook\n").unwrap();
+        let s = load_secure(&f, &env(&[])).unwrap();
+        assert_eq!(
+            s.api_tokens.iter().map(|t| t.expose()).collect::<Vec<_>>(),
+            ["tok-1", "tok-2"]
+        );
+        assert_eq!(s.webhook_secret.unwrap().expose(), "hook");
+        std::fs::write(&f, "api-token: [x]\n").unwrap();
+        let err = load_secure(&f, &env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("api-token: unknown key") && err.contains("did you mean `api-tokens`?"),
+            "{err}"
+        );
     }
 
     #[test]

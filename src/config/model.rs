@@ -624,6 +624,12 @@ pub struct SecureFile {
     /// Inline-form provider passwords, by provider name.
     #[serde(default)]
     pub providers: Vec<SecureProvider>,
+    /// Bearer tokens the daemon's node API accepts.
+    #[serde(default)]
+    pub api_tokens: Vec<Secret>,
+    /// The secret of the git push webhook (`X-Hub-Signature-256`).
+    #[serde(default)]
+    pub webhook_secret: Option<Secret>,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
