@@ -151,6 +151,12 @@ fn main() {
                 "ratio (nodepool / CLI): {:>8.2}  (target >= 1.0)",
                 secs / ours_secs
             );
+            if let Some(startup) = osc.as_deref().and_then(cli_startup) {
+                println!(
+                    "  without the CLI's start-up (`openstack --version`: {startup:.2} s): {:.2}",
+                    (secs - startup) / ours_secs
+                );
+            }
         }
         None => println!(
             "openstack CLI not found (set OSC_BIN or OSKIT_VENV_BIN, or put `openstack` on PATH): no comparison"
@@ -176,6 +182,22 @@ fn client(clouds: &Path, cloud: &str) -> OpenStackClient {
         ..ClientOptions::default()
     };
     OpenStackClient::new(creds, opts).expect("client")
+}
+
+/// Seconds the CLI takes to start and exit doing nothing (Python imports), best of 3.
+fn cli_startup(osc: &Path) -> Option<f64> {
+    (0..3)
+        .filter_map(|_| {
+            let t = Instant::now();
+            let ok = Command::new(osc)
+                .arg("--version")
+                .output()
+                .ok()?
+                .status
+                .success();
+            ok.then(|| t.elapsed().as_secs_f64())
+        })
+        .min_by(f64::total_cmp)
 }
 
 fn find_osc() -> Option<PathBuf> {
