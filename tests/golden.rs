@@ -45,16 +45,7 @@ fn run_case(dir: &Path, bless: bool) -> Option<String> {
         Err(_) => plan(&loaded.config, &world),
     };
     let text = render::text(&p, None);
-    let doc = PlanDocument {
-        format_version: render::FORMAT_VERSION,
-        config_revision: "golden".into(),
-        lineage: "golden".into(),
-        serial: 0,
-        created_at: world.now,
-        fingerprints: Default::default(),
-        summary: p.summary(),
-        plan: p,
-    };
+    let doc = PlanDocument::new(p, "golden", "golden", 0, world.now);
     let json = serde_json::to_string_pretty(&doc).unwrap() + "\n";
     let mut problems = Vec::new();
     for (file, actual) in [("plan.txt", &text), ("plan.json", &json)] {

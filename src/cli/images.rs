@@ -38,16 +38,13 @@ async fn run(mut ws: Workspace, plan: Plan) -> anyhow::Result<ExitCode> {
     let lease = ops::apply::lease(&mut ws.store, "nodepool image command")?;
     let stamp = ws.store.read().stamp()?;
     print!("{}", render::text(&plan, None));
-    let doc = PlanDocument {
-        format_version: render::FORMAT_VERSION,
-        config_revision: ws.revision.clone(),
-        lineage: stamp.lineage,
-        serial: stamp.serial,
-        created_at: now_unix(),
-        fingerprints: Default::default(),
-        summary: plan.summary(),
+    let doc = PlanDocument::new(
         plan,
-    };
+        ws.revision.clone(),
+        stamp.lineage,
+        stamp.serial,
+        now_unix(),
+    );
     super::plan::run_apply(ws, doc, lease, 2.0).await
 }
 

@@ -285,16 +285,13 @@ pub async fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
     if !args.auto_approve {
         super::plan::confirm()?;
     }
-    let doc = nodepool::reconcile::render::PlanDocument {
-        format_version: nodepool::reconcile::render::FORMAT_VERSION,
-        config_revision: ws.revision.clone(),
-        lineage: stamp.lineage,
-        serial: stamp.serial,
-        created_at: now,
-        fingerprints: Default::default(),
-        summary: plan.summary(),
+    let doc = nodepool::reconcile::render::PlanDocument::new(
         plan,
-    };
+        ws.revision.clone(),
+        stamp.lineage,
+        stamp.serial,
+        now,
+    );
     super::plan::run_apply(ws, doc, lease, 2.0).await
 }
 

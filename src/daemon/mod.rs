@@ -34,7 +34,7 @@ use crate::config::{self, ConfigError, LoadOptions, Loaded};
 use crate::ops::{self, OpError, Paths, Workspace};
 use crate::reconcile::apply::{ApplyEvent, ApplyOptions, Reporter};
 use crate::reconcile::plan::{ActionKind, Plan};
-use crate::reconcile::render::{self, PlanDocument};
+use crate::reconcile::render::PlanDocument;
 use crate::reconcile::world::{CloudState, World};
 use crate::reconcile::{observe, stale};
 use crate::state::{ConfigStatus, LeaseGuard, NewConfigRevision, StateError, Store};
@@ -853,16 +853,14 @@ impl Daemon {
                 plan = %whole.summary(),
                 "applying"
             );
-            let doc = PlanDocument {
-                format_version: render::FORMAT_VERSION,
-                config_revision: active.revision.clone(),
-                lineage: stamp.lineage,
-                serial: stamp.serial,
-                created_at: now,
-                fingerprints: stale::fingerprints(&selected, &world),
-                summary: selected.summary(),
-                plan: selected.clone(),
-            };
+            let doc = PlanDocument::new(
+                selected.clone(),
+                active.revision.clone(),
+                stamp.lineage,
+                stamp.serial,
+                now,
+            )
+            .with_fingerprints(stale::fingerprints(&selected, &world));
             let options = ApplyOptions {
                 poll_interval: inner.opts.apply_poll,
                 ..ApplyOptions::default()

@@ -62,16 +62,9 @@ pub async fn plan_with(
 ) -> Result<Planned, OpError> {
     let (world, stamp) = observe(ws, now).await?;
     let p = crate::reconcile::plan::plan_with(ws.config(), &world, opts);
-    let doc = PlanDocument {
-        format_version: render::FORMAT_VERSION,
-        config_revision: ws.revision.clone(),
-        lineage: stamp.lineage,
-        serial: stamp.serial,
-        created_at: now,
-        fingerprints: stale::fingerprints(&p, &world),
-        summary: p.summary(),
-        plan: p,
-    };
+    let fingerprints = stale::fingerprints(&p, &world);
+    let doc = PlanDocument::new(p, ws.revision.clone(), stamp.lineage, stamp.serial, now)
+        .with_fingerprints(fingerprints);
     let diff = config_diff(ws)?;
     Ok(Planned { doc, diff, world })
 }

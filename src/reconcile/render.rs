@@ -29,6 +29,39 @@ pub struct PlanDocument {
     pub plan: Plan,
 }
 
+impl PlanDocument {
+    /// A document for `plan`, made at `created_at` from `config_revision` against the database
+    /// `lineage` at `serial`; its summary is the plan's. No fingerprints: see
+    /// [`PlanDocument::with_fingerprints`].
+    pub fn new(
+        plan: Plan,
+        config_revision: impl Into<String>,
+        lineage: impl Into<String>,
+        serial: i64,
+        created_at: i64,
+    ) -> Self {
+        PlanDocument {
+            format_version: FORMAT_VERSION,
+            config_revision: config_revision.into(),
+            lineage: lineage.into(),
+            serial,
+            created_at,
+            fingerprints: Default::default(),
+            summary: plan.summary(),
+            plan,
+        }
+    }
+
+    /// The same document, stamped with what its actions touch (for stale-plan checks).
+    pub fn with_fingerprints(
+        mut self,
+        fingerprints: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.fingerprints = fingerprints;
+        self
+    }
+}
+
 /// A unified diff of the config file between the last applied revision and this one;
 /// `None` when nothing changed.
 pub fn config_diff(old_label: &str, old: &str, new_label: &str, new: &str) -> Option<String> {
