@@ -173,7 +173,17 @@ pub fn builds(builds: &[ImageBuild], now: i64) -> String {
             b.id.clone(),
             b.image_name.clone(),
             opt(&b.builder),
-            b.formats.join(","),
+            b.formats
+                .iter()
+                .map(|f| {
+                    if b.has_file(f) {
+                        f.clone()
+                    } else {
+                        format!("{f} (removed)")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             b.state.to_string(),
             age_since(b.state_time, now),
             b.exit_code.map(|c| c.to_string()).unwrap_or_default(),

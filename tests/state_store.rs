@@ -154,6 +154,18 @@ fn fixtures_of_every_version_open_and_upgrade() {
             ConfigStatus::Ok
         );
         assert_eq!(r.leak_sightings().unwrap()[0].count, 2);
+        // Version 2: operator pauses and pruned formats (empty when upgraded from version 1).
+        let pauses = r.image_pauses().unwrap();
+        let pruned = &r.builds_of_image("ubuntu-noble").unwrap()[0].pruned_formats;
+        if version >= 2 {
+            assert_eq!(pauses.len(), 1);
+            assert_eq!(pauses[0].image_name, "ubuntu-jammy");
+            assert_eq!(pauses[0].reason.as_deref(), Some("kernel regression"));
+            assert_eq!(pruned, &["qcow2"]);
+        } else {
+            assert!(pauses.is_empty());
+            assert!(pruned.is_empty());
+        }
 
         // Sequences continue where the old release left them.
         let next = store

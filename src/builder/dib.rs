@@ -920,6 +920,34 @@ pub fn built_file(
     })
 }
 
+/// Remove the file of one format of a build and its checksums (`delete-after-upload`);
+/// returns the bytes freed. Files already gone are not an error (a pruning interrupted
+/// half-way is finished by the next one).
+pub fn remove_format_files(
+    dirs: &BuildDirs,
+    image: &str,
+    build_id: &str,
+    format: &str,
+) -> std::io::Result<u64> {
+    let file = dirs
+        .images_dir
+        .join(format!("{image}-{build_id}.{}", file_extension(format)));
+    let mut freed = 0;
+    for path in [
+        PathBuf::from(format!("{}.md5", file.display())),
+        PathBuf::from(format!("{}.sha256", file.display())),
+        file,
+    ] {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => freed += size,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(freed)
+}
+
 /// Remove every file of a build (images, checksums, leftovers) from `images_dir`.
 pub fn remove_build_files(dirs: &BuildDirs, image: &str, build_id: &str) -> std::io::Result<()> {
     remove_outputs(&dirs.images_dir.join(format!("{image}-{build_id}")))
@@ -1161,6 +1189,48 @@ mod tests {
             .collect();
         logs.sort();
         assert_eq!(logs, ["u-1.log", "u-2.log"]);
+    }
+
+    #[test]
+    fn pruning_one_format_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = BuildDirs {
+            images_dir: dir.path().to_owned(),
+            log_dir: dir.path().to_owned(),
+            elements_path: vec![],
+            log_retention: 7,
+        };
+        for f in [
+            "img-01.qcow2",
+            "img-01.qcow2.md5",
+            "img-01.qcow2.sha256",
+            "img-01.raw",
+            "img-01.raw.md5",
+            "img-01.raw.sha256",
+        ] {
+            let text = if f.ends_with(".md5") {
+                "0".repeat(32)
+            } else if f.ends_with(".sha256") {
+                "0".repeat(64)
+            } else {
+                "12345".into()
+            };
+            std::fs::write(dir.path().join(f), text).unwrap();
+        }
+        assert_eq!(
+            remove_format_files(&dirs, "img", "01", "qcow2").unwrap(),
+            5 + 32 + 64
+        );
+        // Again: nothing left to remove, and that is not an error.
+        assert_eq!(remove_format_files(&dirs, "img", "01", "qcow2").unwrap(), 0);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["img-01.raw", "img-01.raw.md5", "img-01.raw.sha256"]);
+        assert!(built_file(&dirs, "img", "01", "raw").is_ok());
+        assert!(built_file(&dirs, "img", "01", "qcow2").is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! `image-build`, `image-upload`, `image-delete`: one-action plans, shown and carried out.
+//! `image-build`, `image-upload`, `image-delete` (one-action plans, shown and carried out) and
+//! `image-pause` / `image-unpause`.
 
 use super::StateArgs;
+use nodepool::ops::images::PauseOutcome;
 use nodepool::ops::{self, Workspace};
 use nodepool::reconcile::plan::Plan;
 use nodepool::reconcile::render::{self, PlanDocument};
@@ -34,6 +36,25 @@ pub struct DeleteArgs {
     build: Option<String>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The diskimage to pause.
+    image: String,
+    /// Why (shown in `plan` and `dib-image-list` until it is unpaused).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnpauseArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The diskimage to unpause.
+    image: String,
+}
+
 async fn run(mut ws: Workspace, plan: Plan) -> anyhow::Result<ExitCode> {
     let lease = ops::apply::lease(&mut ws.store, "nodepool image command")?;
     let stamp = ws.store.read().stamp()?;
@@ -64,4 +85,31 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let ws = Workspace::open(args.state.paths())?;
     let plan = ops::images::delete_plan(&ws, args.upload_id.as_deref(), args.build.as_deref())?;
     run(ws, plan).await
+}
+
+pub fn pause(args: PauseArgs) -> anyhow::Result<ExitCode> {
+    let mut ws = Workspace::open(args.state.paths())?;
+    let name = &args.image;
+    match ops::images::pause(&mut ws, name, args.reason.as_deref())? {
+        PauseOutcome::Changed => println!(
+            "diskimage {name} paused: no build or upload of it is planned until \
+             `nodepool image-unpause {name}`"
+        ),
+        PauseOutcome::Unchanged(p) => println!(
+            "diskimage {name} was already paused{}",
+            p.map(|p| format!(" ({} ago)", ops::images::paused_for(&p)))
+                .unwrap_or_default()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unpause(args: UnpauseArgs) -> anyhow::Result<ExitCode> {
+    let mut ws = Workspace::open(args.state.paths())?;
+    let name = &args.image;
+    match ops::images::unpause(&mut ws, name)? {
+        PauseOutcome::Changed => println!("diskimage {name} unpaused"),
+        PauseOutcome::Unchanged(_) => println!("diskimage {name} was not paused"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -129,6 +129,10 @@ enum Command {
     ImageUpload(images::UploadArgs),
     /// Delete an image upload (or, with --build, a build).
     ImageDelete(images::DeleteArgs),
+    /// Pause a diskimage: no build or upload of it is planned until it is unpaused.
+    ImagePause(images::PauseArgs),
+    /// Lift a pause made with image-pause.
+    ImageUnpause(images::UnpauseArgs),
     /// Print the JSON Schema of nodepool.yaml.
     Schema,
     /// Follow the config repo and keep the world converged; serve the node API (both roles).
@@ -171,6 +175,8 @@ pub fn main() -> ExitCode {
         Command::ImageBuild(args) => runtime().and_then(|rt| rt.block_on(images::build(args))),
         Command::ImageUpload(args) => runtime().and_then(|rt| rt.block_on(images::upload(args))),
         Command::ImageDelete(args) => runtime().and_then(|rt| rt.block_on(images::delete(args))),
+        Command::ImagePause(args) => images::pause(args),
+        Command::ImageUnpause(args) => images::unpause(args),
         Command::Doctor { args, provider } => {
             runtime().and_then(|rt| rt.block_on(nodes::doctor(args, provider)))
         }

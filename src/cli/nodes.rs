@@ -200,6 +200,14 @@ pub fn dib_image_list(args: TableArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&builds)?);
     } else {
         println!("{}", tables::builds(&builds, now_unix()));
+        for p in ws.store.read().image_pauses()? {
+            println!(
+                "paused: {} (with `nodepool image-pause` {} ago{})",
+                p.image_name,
+                ops::images::paused_for(&p),
+                p.reason.map(|r| format!(": {r}")).unwrap_or_default()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

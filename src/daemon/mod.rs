@@ -1056,6 +1056,7 @@ fn kind_name(kind: &ActionKind) -> &'static str {
         ActionKind::UploadImage { .. } => "upload_image",
         ActionKind::DeleteUpload { .. } => "delete_upload",
         ActionKind::DeleteBuild { .. } => "delete_build",
+        ActionKind::PruneBuild { .. } => "prune_build",
         ActionKind::LaunchNode { .. } => "launch_node",
         ActionKind::RelaunchNode { .. } => "relaunch_node",
         ActionKind::MarkReady { .. } => "mark_ready",

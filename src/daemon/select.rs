@@ -41,6 +41,7 @@ pub fn is_image_action(kind: &ActionKind) -> bool {
             | ActionKind::UploadImage { .. }
             | ActionKind::DeleteUpload { .. }
             | ActionKind::DeleteBuild { .. }
+            | ActionKind::PruneBuild { .. }
     )
 }
 
@@ -78,14 +79,18 @@ pub fn select(plan: &Plan, world: &World, role: Role, scope: Scope<'_>) -> Plan 
         match scope {
             Scope::Images => matches!(
                 kind,
-                ActionKind::BuildImage { .. } | ActionKind::DeleteBuild { .. }
+                ActionKind::BuildImage { .. }
+                    | ActionKind::DeleteBuild { .. }
+                    | ActionKind::PruneBuild { .. }
             ),
             Scope::Provider(p) => match kind {
                 ActionKind::UploadImage {
                     build: BuildRef::Planned,
                     ..
                 } => false,
-                ActionKind::BuildImage { .. } | ActionKind::DeleteBuild { .. } => false,
+                ActionKind::BuildImage { .. }
+                | ActionKind::DeleteBuild { .. }
+                | ActionKind::PruneBuild { .. } => false,
                 ActionKind::MarkReady { node_id, .. }
                 | ActionKind::AdoptServer { node_id, .. }
                 | ActionKind::ForgetNode { node_id } => provider_of_node(node_id) == Some(p),

@@ -1,10 +1,11 @@
 //! Operator commands on images: build one now, upload the newest build now, delete an upload
-//! or a build. Each is a one-action plan carried out by the same apply as everything else.
+//! or a build (each a one-action plan carried out by the same apply as everything else), and
+//! pause or unpause an image (a record the planner reads).
 
 use super::{OpError, Workspace};
 use crate::config::diagnostic::did_you_mean;
 use crate::reconcile::plan::{Action, ActionKind, BuildRef, Plan, PlanOptions};
-use crate::state::{BuildState, UploadState};
+use crate::state::{BuildState, ImagePause, Store, UploadState, format_age, now_unix};
 
 fn known_image<'w>(ws: &'w Workspace, name: &str) -> Result<&'w crate::config::DiskImage, OpError> {
     ws.config().diskimage(name).ok_or_else(|| {
@@ -33,6 +34,13 @@ pub async fn build_plan(
     if image.pause {
         return Err(OpError::Refused(format!(
             "diskimage {name} is paused (`pause: true` in the config); unpause it in the config repo first"
+        )));
+    }
+    if let Some(p) = operator_pause(&mut ws.store, name)? {
+        return Err(OpError::Refused(format!(
+            "diskimage {name} was paused with `nodepool image-pause` {} ago; run \
+             `nodepool image-unpause {name}` first",
+            format_age(now - p.paused_at)
         )));
     }
     let opts = PlanOptions {
@@ -80,6 +88,17 @@ pub fn upload_plan(ws: &Workspace, provider: &str, image: &str) -> Result<Plan, 
         .get(provider)
         .and_then(|c| c.credentials().image_format.clone())
         .unwrap_or_else(|| "qcow2".into());
+    if !build.has_file(&format) {
+        return Err(OpError::Refused(format!(
+            "build {} of {image} has no {format} file{}; run `nodepool image-build {image}`",
+            build.id,
+            if build.pruned_formats.contains(&format) {
+                " any more (removed after upload: delete-after-upload)"
+            } else {
+                ""
+            }
+        )));
+    }
     Ok(Plan {
         actions: vec![Action {
             address: format!("image_upload.{provider}.{image}"),
@@ -154,4 +173,59 @@ pub fn delete_plan(
         actions: vec![action],
         ..Plan::default()
     })
+}
+
+fn operator_pause(store: &mut Store, name: &str) -> Result<Option<ImagePause>, OpError> {
+    Ok(store
+        .read()
+        .image_pauses()?
+        .into_iter()
+        .find(|p| p.image_name == name))
+}
+
+/// What `image-pause` / `image-unpause` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PauseOutcome {
+    /// The pause was recorded (or lifted) now.
+    Changed,
+    /// It was already so; for a pause, since this record.
+    Unchanged(Option<ImagePause>),
+}
+
+/// `nodepool image-pause NAME`: no build or upload of the image is planned until it is
+/// unpaused (refused for an unknown or abstract image).
+pub fn pause(
+    ws: &mut Workspace,
+    name: &str,
+    reason: Option<&str>,
+) -> Result<PauseOutcome, OpError> {
+    let image = known_image(ws, name)?;
+    if image.r#abstract {
+        return Err(OpError::Refused(format!(
+            "diskimage {name} is abstract: it is never built, so there is nothing to pause"
+        )));
+    }
+    if ws.store.write(|w| w.pause_image(name, reason))? {
+        Ok(PauseOutcome::Changed)
+    } else {
+        Ok(PauseOutcome::Unchanged(operator_pause(
+            &mut ws.store,
+            name,
+        )?))
+    }
+}
+
+/// `nodepool image-unpause NAME`: lift an operator pause. Works for an image no longer in the
+/// config too, so that a stale pause can always be removed.
+pub fn unpause(ws: &mut Workspace, name: &str) -> Result<PauseOutcome, OpError> {
+    if ws.store.write(|w| w.unpause_image(name))? {
+        return Ok(PauseOutcome::Changed);
+    }
+    known_image(ws, name)?;
+    Ok(PauseOutcome::Unchanged(None))
+}
+
+/// How long ago an operator pause was made, for messages.
+pub fn paused_for(p: &ImagePause) -> String {
+    format_age(now_unix() - p.paused_at)
 }

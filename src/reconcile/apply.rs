@@ -168,7 +168,9 @@ impl Applier {
             let seq = i64::try_from(seq).unwrap_or(i64::MAX);
             if matches!(
                 a.kind,
-                ActionKind::BuildImage { .. } | ActionKind::DeleteBuild { .. }
+                ActionKind::BuildImage { .. }
+                    | ActionKind::DeleteBuild { .. }
+                    | ActionKind::PruneBuild { .. }
             ) {
                 builds.push((seq, a));
                 continue;
@@ -779,6 +781,41 @@ impl Applier {
                 self.finish_if_err(j, &r);
                 r.map(|()| "files and record removed".to_owned())
             }
+            ActionKind::PruneBuild {
+                image,
+                build_id,
+                formats,
+            } => {
+                let j = self
+                    .write(|w| {
+                        let j = self.journal(w, seq, "prune-build", a)?;
+                        w.journal_start(j)?;
+                        Ok(j)
+                    })
+                    .map_err(|e| e.to_string())?;
+                // Files first, then the record: a crash in between leaves the record saying
+                // the files exist, and the next plan prunes again (removing nothing).
+                let mut freed = 0;
+                let r = formats
+                    .iter()
+                    .try_for_each(|f| {
+                        freed +=
+                            crate::builder::dib::remove_format_files(&dirs, image, build_id, f)?;
+                        Ok(())
+                    })
+                    .map_err(|e: std::io::Error| {
+                        format!("cannot remove the files of build {build_id}: {e}")
+                    })
+                    .and_then(|()| {
+                        self.write(|w| {
+                            w.prune_build_formats(build_id, formats)?;
+                            w.journal_done(j).map(|_| ())
+                        })
+                        .map_err(|e| e.to_string())
+                    });
+                self.finish_if_err(j, &r);
+                r.map(|()| format!("removed {} ({})", formats.join(", "), human_size(freed)))
+            }
             other => unreachable!("{other:?} is not a build action"),
         }
     }
@@ -1314,6 +1351,7 @@ fn kind_name(k: &ActionKind) -> &'static str {
         ActionKind::UploadImage { .. } => "upload-image",
         ActionKind::DeleteUpload { .. } => "delete-image",
         ActionKind::DeleteBuild { .. } => "delete-build",
+        ActionKind::PruneBuild { .. } => "prune-build",
         ActionKind::AwaitServer { .. } => "await-server",
         ActionKind::AdoptServer { .. } => "adopt-server",
         ActionKind::DeleteNode { .. } => "delete-server",

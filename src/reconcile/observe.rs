@@ -22,6 +22,7 @@ pub fn read_store(store: &mut Store, now: i64) -> Result<(World, Stamp), StateEr
         requests: r.requests()?,
         builds: r.builds()?,
         uploads: r.uploads()?,
+        image_pauses: r.image_pauses()?,
         leak_sightings: r.leak_sightings()?,
         clouds: BTreeMap::new(),
         image_formats: BTreeMap::new(),

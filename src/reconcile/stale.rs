@@ -64,6 +64,19 @@ fn fingerprint(kind: &ActionKind, world: &World) -> Option<String> {
                 |b| format!("{}@{}", b.state, b.state_time),
             )
         }
+        ActionKind::PruneBuild { build_id, .. } => {
+            world.builds.iter().find(|b| &b.id == build_id).map_or_else(
+                || "absent".to_owned(),
+                |b| {
+                    format!(
+                        "{}@{} pruned [{}]",
+                        b.state,
+                        b.state_time,
+                        b.pruned_formats.join(",")
+                    )
+                },
+            )
+        }
         ActionKind::RelaunchNode { node_id, .. }
         | ActionKind::MarkReady { node_id, .. }
         | ActionKind::AwaitServer { node_id, .. }

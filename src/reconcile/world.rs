@@ -3,7 +3,7 @@
 //! `observe` fills a [`World`] from the state store and the clouds; golden tests write one by
 //! hand. Times are unix seconds; nothing here refers to a live connection.
 
-use crate::state::{ImageBuild, ImageUpload, LeakSighting, Node, NodeRequest};
+use crate::state::{ImageBuild, ImagePause, ImageUpload, LeakSighting, Node, NodeRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -33,6 +33,9 @@ pub struct World {
     pub builds: Vec<ImageBuild>,
     #[serde(default)]
     pub uploads: Vec<ImageUpload>,
+    /// Images paused with `nodepool image-pause` (the config's `pause` is the other way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pauses: Vec<ImagePause>,
     #[serde(default)]
     pub leak_sightings: Vec<LeakSighting>,
     /// Per provider name: what its cloud showed, or why it could not be observed.
@@ -176,5 +179,10 @@ impl World {
             Some(CloudState::Observed(v)) => Some(v),
             _ => None,
         }
+    }
+
+    /// The operator pause of `image`, if it has one.
+    pub fn image_pause(&self, image: &str) -> Option<&ImagePause> {
+        self.image_pauses.iter().find(|p| p.image_name == image)
     }
 }

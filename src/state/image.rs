@@ -66,6 +66,25 @@ pub struct ImageBuild {
     pub exit_code: Option<i32>,
     pub log_path: Option<String>,
     pub size_bytes: Option<i64>,
+    /// Formats whose local files were removed once every provider had the build
+    /// (`delete-after-upload`); `formats` still says what was built.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned_formats: Vec<String>,
+}
+
+impl ImageBuild {
+    /// Whether the file of `format` is still on disk (built and not pruned).
+    pub fn has_file(&self, format: &str) -> bool {
+        self.formats.iter().any(|f| f == format) && !self.pruned_formats.iter().any(|f| f == format)
+    }
+}
+
+/// An image paused with `nodepool image-pause`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePause {
+    pub image_name: String,
+    pub paused_at: i64,
+    pub reason: Option<String>,
 }
 
 /// A build to start (state `building`, started now).
@@ -115,27 +134,33 @@ pub struct NewUpload {
 }
 
 const BUILD_SELECT: &str = "SELECT id, image_name, state, state_time, formats, builder, \
-                            started_at, finished_at, exit_code, log_path, size_bytes FROM image_builds";
+                            started_at, finished_at, exit_code, log_path, size_bytes, pruned_formats \
+                            FROM image_builds";
 
 const UPLOAD_SELECT: &str = "SELECT id, build_id, image_name, provider, format, state, state_time, \
                              created_at, external_id, external_name, attempts, last_error FROM image_uploads";
 
+fn json_list(r: &Row<'_>, column: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = r.get(column)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn build_from_row(r: &Row<'_>) -> rusqlite::Result<ImageBuild> {
-    let formats: String = r.get(4)?;
     Ok(ImageBuild {
         id: r.get(0)?,
         image_name: r.get(1)?,
         state: r.get(2)?,
         state_time: r.get(3)?,
-        formats: serde_json::from_str(&formats).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        formats: json_list(r, 4)?,
         builder: r.get(5)?,
         started_at: r.get(6)?,
         finished_at: r.get(7)?,
         exit_code: r.get(8)?,
         log_path: r.get(9)?,
         size_bytes: r.get(10)?,
+        pruned_formats: json_list(r, 11)?,
     })
 }
 
@@ -181,6 +206,7 @@ impl WriteTx<'_> {
             exit_code: None,
             log_path: new.log_path.clone(),
             size_bytes: None,
+            pruned_formats: Vec::new(),
         };
         self.tx
             .prepare_cached(
@@ -475,6 +501,82 @@ impl WriteTx<'_> {
             .execute(params![id, log_path])?;
         Ok(())
     }
+
+    /// Records that the local files of `formats` of a ready build are gone (added to what was
+    /// pruned before). Only formats the build has can be pruned.
+    pub fn prune_build_formats(
+        &self,
+        id: &str,
+        formats: &[String],
+    ) -> Result<ImageBuild, StateError> {
+        let mut build = self
+            .read()
+            .build(id)?
+            .ok_or_else(|| not_found("build", id))?;
+        if build.state != BuildState::Ready {
+            return Err(StateError::IllegalTransition {
+                kind: "build",
+                id: id.to_owned(),
+                from: build.state.to_string(),
+                to: "pruned".into(),
+            });
+        }
+        for f in formats {
+            if !build.formats.contains(f) {
+                return Err(StateError::Invalid(format!(
+                    "build {id} has no {f} file to prune (built: {})",
+                    build.formats.join(", ")
+                )));
+            }
+            if !build.pruned_formats.contains(f) {
+                build.pruned_formats.push(f.clone());
+            }
+        }
+        build.pruned_formats.sort();
+        self.tx
+            .prepare_cached("UPDATE image_builds SET pruned_formats = ?2 WHERE id = ?1")?
+            .execute(params![id, serde_json::to_string(&build.pruned_formats)?])?;
+        Ok(build)
+    }
+
+    /// Pauses builds and uploads of an image (`nodepool image-pause`). Returns `false` if it
+    /// was already paused (the first pause's time and reason stay).
+    pub fn pause_image(&self, image_name: &str, reason: Option<&str>) -> Result<bool, StateError> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO image_pauses (image_name, paused_at, reason) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (image_name) DO NOTHING",
+            )?
+            .execute(params![image_name, now_unix(), reason])?;
+        Ok(n == 1)
+    }
+
+    /// Lifts an operator pause. Returns `false` if the image was not paused.
+    pub fn unpause_image(&self, image_name: &str) -> Result<bool, StateError> {
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM image_pauses WHERE image_name = ?1")?
+            .execute(params![image_name])?;
+        Ok(n == 1)
+    }
+}
+
+impl Reader<'_> {
+    /// Images paused with `nodepool image-pause`, by name.
+    pub fn image_pauses(&self) -> Result<Vec<ImagePause>, StateError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT image_name, paused_at, reason FROM image_pauses ORDER BY image_name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ImagePause {
+                image_name: r.get(0)?,
+                paused_at: r.get(1)?,
+                reason: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
 }
 
 #[cfg(test)]
@@ -590,6 +692,79 @@ mod tests {
             })
             .unwrap();
         assert!(store.read().uploads().unwrap().is_empty());
+    }
+
+    #[test]
+    fn pruned_formats_accumulate_on_ready_builds_only() {
+        let mut store = Store::open_in_memory().unwrap();
+        let b = store
+            .write(|w| {
+                w.insert_build(&NewBuild {
+                    image_name: "img".into(),
+                    ..NewBuild::default()
+                })
+            })
+            .unwrap();
+        // Not ready yet: nothing to prune.
+        assert!(matches!(
+            store.write(|w| w.prune_build_formats(&b.id, &["qcow2".into()])),
+            Err(StateError::IllegalTransition { .. })
+        ));
+        store
+            .write(|w| {
+                w.finish_build(
+                    &b.id,
+                    0,
+                    &["qcow2".into(), "raw".into(), "vhd".into()],
+                    None,
+                )
+            })
+            .unwrap();
+        // A format that was never built is refused.
+        assert!(matches!(
+            store.write(|w| w.prune_build_formats(&b.id, &["tar".into()])),
+            Err(StateError::Invalid(_))
+        ));
+        store
+            .write(|w| w.prune_build_formats(&b.id, &["vhd".into()]))
+            .unwrap();
+        let after = store
+            .write(|w| w.prune_build_formats(&b.id, &["qcow2".into(), "vhd".into()]))
+            .unwrap();
+        assert_eq!(after.pruned_formats, ["qcow2", "vhd"]);
+        let read = store.read().build(&b.id).unwrap().unwrap();
+        assert_eq!(read.pruned_formats, ["qcow2", "vhd"]);
+        assert_eq!(read.formats, ["qcow2", "raw", "vhd"]);
+        assert!(read.has_file("raw"));
+        assert!(!read.has_file("qcow2"));
+        assert!(!read.has_file("tar"));
+    }
+
+    #[test]
+    fn pauses_are_idempotent() {
+        let mut store = Store::open_in_memory().unwrap();
+        assert!(
+            store
+                .write(|w| w.pause_image("noble", Some("CVE")))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .write(|w| w.pause_image("noble", Some("other")))
+                .unwrap()
+        );
+        assert!(store.write(|w| w.pause_image("jammy", None)).unwrap());
+        let pauses = store.read().image_pauses().unwrap();
+        assert_eq!(
+            pauses
+                .iter()
+                .map(|p| (p.image_name.as_str(), p.reason.as_deref()))
+                .collect::<Vec<_>>(),
+            [("jammy", None), ("noble", Some("CVE"))]
+        );
+        assert!(store.write(|w| w.unpause_image("noble")).unwrap());
+        assert!(!store.write(|w| w.unpause_image("noble")).unwrap());
+        assert_eq!(store.read().image_pauses().unwrap().len(), 1);
     }
 
     #[test]

@@ -20,11 +20,18 @@ pub(crate) struct Migration {
 }
 
 /// Every schema version, oldest first. Released entries are frozen.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema: nodes, requests, images, journal, leases",
-    sql: include_str!("schema_v1.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema: nodes, requests, images, journal, leases",
+        sql: include_str!("schema_v1.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "image pauses; formats pruned from a build's files",
+        sql: include_str!("schema_v2.sql"),
+    },
+];
 
 /// The SQL of one schema version's migration (for tests and tooling that check released
 /// migrations stay frozen).

@@ -6,7 +6,7 @@
 //! database can replace SQLite when several launchers cooperate; only [`Store::open`] speaks
 //! SQLite-specific `PRAGMA`s.
 //!
-//! # Schema (version [`SCHEMA_VERSION`], see `schema_v1.sql`)
+//! # Schema (version [`SCHEMA_VERSION`], see `schema_v1.sql` and later `schema_vN.sql`)
 //!
 //! | table              | one row per                                   | key                          |
 //! |--------------------|-----------------------------------------------|------------------------------|
@@ -14,6 +14,7 @@
 //! | `node_requests`    | request for a set of labels ([`NodeRequest`]) | `id` `"0000000001"`          |
 //! | `image_builds`     | disk-image build ([`ImageBuild`])             | `id` `"0000000001"`          |
 //! | `image_uploads`    | upload of a build to a provider ([`ImageUpload`]) | `id` `"0000000001"`      |
+//! | `image_pauses`     | image paused by an operator ([`ImagePause`])  | `image_name`                 |
 //! | `config_revisions` | attempt to apply a config revision ([`ConfigRevision`]) | integer `id`       |
 //! | `journal`          | planned cloud mutation ([`JournalEntry`])     | integer `id`, `(plan_id, seq)` |
 //! | `leak_sightings`   | unowned cloud resource seen ([`LeakSighting`]) | `(provider, kind, external_id)` |
@@ -93,7 +94,8 @@ use serde::Serialize;
 pub use age::{age_since, describe_time, format_age, now_unix};
 pub use error::{ParseStateError, StateError};
 pub use image::{
-    BuildState, ImageBuild, ImageUpload, NewBuild, NewUpload, UploadDetails, UploadState,
+    BuildState, ImageBuild, ImagePause, ImageUpload, NewBuild, NewUpload, UploadDetails,
+    UploadState,
 };
 pub use journal::{JournalEntry, JournalStatus, NewJournalEntry};
 pub use leak::{LeakKind, LeakSighting};

@@ -66,7 +66,7 @@ pub(super) fn plan_images(config: &Config, world: &World, opts: &PlanOptions, ou
                 .unwrap_or_default(),
         );
         let formats = required_formats(config, world, image);
-        if let Some(reason) = build_reason(image, &builds, &formats, now, opts, out) {
+        if let Some(reason) = build_reason(config, world, image, &builds, &formats, opts, out) {
             planned_builds.insert(image.name.clone());
             out.actions.push(Action {
                 address: format!("image_build.{}", image.name),
@@ -131,21 +131,94 @@ pub(super) fn plan_images(config: &Config, world: &World, opts: &PlanOptions, ou
                         build_id: b.id.clone(),
                     },
                 });
+                continue;
+            }
+            let Some(img) = image else { continue };
+            let formats = prunable_formats(config, world, img, b);
+            if !formats.is_empty() {
+                let providers: Vec<&str> = upload_targets(config, world, name)
+                    .map(|(p, _)| p)
+                    .collect();
+                out.actions.push(Action {
+                    address: format!("image_build.{name}[{}]", b.id),
+                    reason: format!(
+                        "delete-after-upload: every provider has it ({}); remove the local {} \
+                         file{}{}",
+                        providers.join(", "),
+                        formats.join(", "),
+                        if formats.len() == 1 { "" } else { "s" },
+                        if img.keep_formats.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (keep-formats: {})", img.keep_formats.join(", "))
+                        }
+                    ),
+                    kind: ActionKind::PruneBuild {
+                        image: (*name).to_owned(),
+                        build_id: b.id.clone(),
+                        formats,
+                    },
+                });
             }
         }
     }
     plan_uploads(config, world, &builds_by_image, &planned_builds, out);
 }
 
+/// The providers that take `image` and are not paused for it, with the format each needs.
+fn upload_targets<'c>(
+    config: &'c Config,
+    world: &World,
+    image: &str,
+) -> impl Iterator<Item = (&'c str, String)> {
+    let formats = &world.image_formats;
+    config.providers.iter().filter_map(move |p| {
+        p.diskimages
+            .iter()
+            .any(|d| d.name == image && !d.pause)
+            .then(|| {
+                let f = formats.get(&p.name).cloned();
+                (p.name.as_str(), f.unwrap_or_else(|| "qcow2".into()))
+            })
+    })
+}
+
+/// Whether `provider` has (or is getting) an upload of `build`.
+fn has_upload(world: &World, provider: &str, build: &ImageBuild, ready_only: bool) -> bool {
+    world.uploads.iter().any(|u| {
+        u.provider == provider
+            && u.build_id.as_deref() == Some(build.id.as_str())
+            && (u.state == UploadState::Ready || (!ready_only && u.state == UploadState::Uploading))
+    })
+}
+
 fn build_reason(
+    config: &Config,
+    world: &World,
     image: &DiskImage,
     builds: &[&ImageBuild],
     formats: &[String],
-    now: i64,
     opts: &PlanOptions,
     out: &mut Plan,
 ) -> Option<String> {
+    let now = world.now;
     let forced = opts.force_builds.contains(&image.name);
+    if let Some(p) = world.image_pause(&image.name) {
+        out.notes.push(Note {
+            address: format!("image_build.{}", image.name),
+            message: format!(
+                "paused with `nodepool image-pause` {} ago{}: no build or upload is planned \
+                 until `nodepool image-unpause {}`",
+                format_age(now - p.paused_at),
+                p.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                image.name
+            ),
+        });
+        return None;
+    }
     if image.pause && !forced {
         if !builds.iter().any(|b| b.state == BuildState::Ready) {
             out.notes.push(Note {
@@ -196,8 +269,8 @@ fn build_reason(
         }
         Some(b) => {
             let missing: Vec<&String> = formats.iter().filter(|f| !b.formats.contains(f)).collect();
-            (!missing.is_empty()).then(|| {
-                format!(
+            if !missing.is_empty() {
+                return Some(format!(
                     "newest build {} lacks format{} {}",
                     b.id,
                     if missing.len() == 1 { "" } else { "s" },
@@ -206,10 +279,50 @@ fn build_reason(
                         .map(|s| s.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
-                )
-            })
+                ));
+            }
+            // A provider that still needs the newest build, whose file in that provider's
+            // format was removed after the other uploads (delete-after-upload).
+            upload_targets(config, world, &image.name)
+                .find(|(p, f)| !b.has_file(f) && !has_upload(world, p, b, false))
+                .map(|(p, f)| {
+                    format!(
+                        "provider {p} needs newest build {}, whose {f} file was removed after \
+                         upload (delete-after-upload)",
+                        b.id
+                    )
+                })
         }
     }
+}
+
+/// `delete-after-upload`: the formats of a ready build whose local files can go, because every
+/// provider that takes the image has a ready upload of it (minus `keep-formats`).
+fn prunable_formats(
+    config: &Config,
+    world: &World,
+    image: &DiskImage,
+    b: &ImageBuild,
+) -> Vec<String> {
+    if !image.delete_after_upload || b.state != BuildState::Ready {
+        return Vec::new();
+    }
+    let mut targets = upload_targets(config, world, &image.name).peekable();
+    if targets.peek().is_none() {
+        return Vec::new(); // uploaded nowhere: nothing says the files are done with
+    }
+    let uploading = world
+        .uploads
+        .iter()
+        .any(|u| u.build_id.as_deref() == Some(b.id.as_str()) && u.state == UploadState::Uploading);
+    if uploading || !targets.all(|(p, _)| has_upload(world, p, b, true)) {
+        return Vec::new();
+    }
+    b.formats
+        .iter()
+        .filter(|f| b.has_file(f) && !image.keep_formats.contains(f))
+        .cloned()
+        .collect()
 }
 
 fn plan_uploads(
@@ -240,6 +353,9 @@ fn plan_uploads(
                 .get(&(p.name.as_str(), image.name.as_str()))
                 .cloned()
                 .unwrap_or_default();
+            if world.image_pause(&image.name).is_some() {
+                continue; // noted once, at image_build
+            }
             if pd.pause || image.pause {
                 if !existing.iter().any(|u| u.state == UploadState::Ready) {
                     out.notes.push(Note {
@@ -287,8 +403,8 @@ fn plan_uploads(
                                 }
                         }) =>
                     {
-                        if !b.formats.contains(&format) {
-                            continue;
+                        if !b.has_file(&format) {
+                            continue; // pruned: a rebuild is planned above
                         }
                         (
                             BuildRef::Existing(b.id.clone()),

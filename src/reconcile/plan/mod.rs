@@ -169,6 +169,13 @@ pub enum ActionKind {
     },
     /// Delete a build: its local files and its record.
     DeleteBuild { image: String, build_id: String },
+    /// Remove the local files of these formats of a build every provider has
+    /// (`delete-after-upload`); the record stays.
+    PruneBuild {
+        image: String,
+        build_id: String,
+        formats: Vec<String>,
+    },
     /// Launch a new node.
     LaunchNode {
         provider: String,
@@ -241,6 +248,7 @@ impl ActionKind {
             ActionKind::DeleteUpload { .. } | ActionKind::DeleteBuild { .. } => Change::Delete,
             ActionKind::RelaunchNode { .. } => Change::Replace,
             ActionKind::MarkReady { .. }
+            | ActionKind::PruneBuild { .. }
             | ActionKind::AwaitServer { .. }
             | ActionKind::AdoptServer { .. }
             | ActionKind::AllocateNode { .. }
