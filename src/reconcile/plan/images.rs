@@ -172,15 +172,14 @@ fn upload_targets<'c>(
     image: &str,
 ) -> impl Iterator<Item = (&'c str, String)> {
     let formats = &world.image_formats;
-    config.providers.iter().filter_map(move |p| {
-        p.diskimages
-            .iter()
-            .any(|d| d.name == image && !d.pause)
-            .then(|| {
-                let f = formats.get(&p.name).cloned();
-                (p.name.as_str(), f.unwrap_or_else(|| "qcow2".into()))
-            })
-    })
+    config
+        .providers
+        .iter()
+        .filter(move |p| p.diskimages.iter().any(|d| d.name == image && !d.pause))
+        .map(move |p| {
+            let f = formats.get(&p.name).cloned();
+            (p.name.as_str(), f.unwrap_or_else(|| "qcow2".into()))
+        })
 }
 
 /// Whether `provider` has (or is getting) an upload of `build`.
