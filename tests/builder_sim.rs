@@ -1,11 +1,15 @@
 //! The builder end to end against the simulator: the project's image tool builds, the upload
 //! goes to Glance, and a label launches from it — all in one apply; failing uploads, a failing
-//! post-upload-hook and failing image deletes are retried until the world converges.
+//! post-upload-hook and failing image deletes are retried until the world converges;
+//! `delete-after-upload` prunes local files without causing rebuilds; `image-pause` stops
+//! builds until `image-unpause`.
 
 #[path = "common/sim.rs"]
 mod sim;
 
 use cloudsim::{FaultAction, FaultRule, SimConfig};
+use nodepool::ops::{self, OpError};
+use nodepool::reconcile::plan::ActionKind;
 use nodepool::state::{BuildState, NodeState, UploadState};
 
 fn config(hook: Option<&str>, min_ready: u32) -> String {
@@ -162,4 +166,131 @@ async fn failing_image_delete_is_retried_until_it_succeeds() {
             .iter()
             .all(|i| !i.properties.contains_key("nodepool_upload_id"))
     );
+}
+
+/// `delete-after-upload` with `keep-formats: [raw]`: once the provider has the build, the
+/// qcow2 file goes (raw stays), the record says so, and no rebuild follows. A provider added
+/// later needs the pruned qcow2: that is a rebuild, uploaded everywhere, pruned again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_after_upload_prunes_files_and_rebuilds_only_when_needed() {
+    let cfg = config(None, 1).replace(
+        "    release: test\n",
+        "    release: test\n    formats: [raw]\n    delete-after-upload: true\n    keep-formats: [raw]\n",
+    );
+    let env = sim::start(fast(), &cfg).await;
+    // Build + upload + launch, then the pruning, then nothing.
+    let rounds = env.converge(4).await;
+    assert_eq!(rounds, 2, "one apply builds and uploads, the next prunes");
+    let ws = env.workspace();
+    let builds = ws.store.read().builds().unwrap();
+    assert_eq!(builds.len(), 1, "{builds:#?}");
+    let b1 = &builds[0];
+    assert_eq!(b1.formats, ["qcow2", "raw"]);
+    assert_eq!(b1.pruned_formats, ["qcow2"]);
+    let file = |id: &str, ext: &str| env.path("images").join(format!("img-{id}.{ext}"));
+    assert!(!file(&b1.id, "qcow2").exists());
+    assert!(!file(&b1.id, "qcow2.md5").exists());
+    assert!(file(&b1.id, "raw").exists(), "keep-formats keeps raw");
+    assert!(file(&b1.id, "raw.sha256").exists());
+    assert_eq!(env.nodes().len(), 1);
+
+    // `image-upload` of the pruned build is refused with the reason.
+    let err = ops::images::upload_plan(&ws, "east", "img").unwrap_err();
+    assert!(
+        matches!(&err, OpError::Refused(m) if m.contains("removed after upload")),
+        "{err}"
+    );
+
+    // A second provider (same cloud account) now takes the image.
+    let two = cfg.clone()
+        + "  - name: west\n    cloud: east\n    rate: 0\n    diskimages:\n      - name: img\n    pools: []\n";
+    env.set_config(&two);
+    let mut ws = env.workspace();
+    let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix())
+        .await
+        .unwrap();
+    let build = planned
+        .doc
+        .plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.kind, ActionKind::BuildImage { .. }))
+        .expect("a rebuild is planned");
+    assert!(
+        build.reason.contains("provider west needs newest build")
+            && build.reason.contains("removed after upload"),
+        "{}",
+        build.reason
+    );
+    env.converge(5).await;
+    let ws = env.workspace();
+    let builds = ws.store.read().builds().unwrap();
+    let newest = builds.iter().max_by_key(|b| &b.id).unwrap();
+    assert_ne!(newest.id, b1.id);
+    assert_eq!(newest.pruned_formats, ["qcow2"]);
+    let uploads = ws.store.read().uploads().unwrap();
+    for provider in ["east", "west"] {
+        assert!(
+            uploads.iter().any(|u| u.provider == provider
+                && u.build_id.as_deref() == Some(newest.id.as_str())
+                && u.state == UploadState::Ready),
+            "{provider} has the new build: {uploads:#?}"
+        );
+    }
+}
+
+/// `image-pause` stops builds (and `image-build` is refused) until `image-unpause`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pause_holds_builds_until_unpaused() {
+    let env = sim::start(fast(), &config(None, 0)).await;
+    let mut ws = env.workspace();
+    assert_eq!(
+        ops::images::pause(&mut ws, "img", Some("bad mirror")).unwrap(),
+        ops::images::PauseOutcome::Changed
+    );
+    assert!(matches!(
+        ops::images::pause(&mut ws, "img", None).unwrap(),
+        ops::images::PauseOutcome::Unchanged(Some(p)) if p.reason.as_deref() == Some("bad mirror")
+    ));
+    let err = ops::images::pause(&mut ws, "imgg", None).unwrap_err();
+    assert!(err.to_string().contains("did you mean"), "{err}");
+
+    let now = nodepool::state::now_unix();
+    let planned = ops::plan::plan(&mut ws, now).await.unwrap();
+    assert!(
+        planned.doc.plan.is_empty(),
+        "{:?}",
+        planned.doc.plan.actions
+    );
+    assert!(
+        planned
+            .doc
+            .plan
+            .notes
+            .iter()
+            .any(|n| n.address == "image_build.img" && n.message.contains("bad mirror")),
+        "{:?}",
+        planned.doc.plan.notes
+    );
+    match ops::images::build_plan(&mut ws, "img", now).await {
+        Err(err) => assert!(err.to_string().contains("image-unpause img"), "{err}"),
+        Ok(p) => panic!(
+            "image-build of a paused image was planned: {:?}",
+            p.doc.plan
+        ),
+    }
+
+    assert_eq!(
+        ops::images::unpause(&mut ws, "img").unwrap(),
+        ops::images::PauseOutcome::Changed
+    );
+    assert_eq!(
+        ops::images::unpause(&mut ws, "img").unwrap(),
+        ops::images::PauseOutcome::Unchanged(None)
+    );
+    drop(ws);
+    env.converge(3).await;
+    let builds = env.workspace().store.read().builds().unwrap();
+    assert_eq!(builds.len(), 1);
+    assert_eq!(builds[0].state, BuildState::Ready);
 }
