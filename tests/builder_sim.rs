@@ -104,6 +104,79 @@ async fn failing_upload_is_retried() {
     assert_eq!(uploads[0].state, UploadState::Ready);
 }
 
+/// Repeated failures back off: the first failure is retried at once, the second waits
+/// (the plan says so), and the failed records stay as the count until an upload succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_upload_failures_back_off() {
+    let env = sim::start(fast(), &config(None, 0)).await;
+    env.sim
+        .add_fault(FaultRule {
+            method: Some("PUT".into()),
+            path: "/file$".into(),
+            probability: 1.0,
+            count: Some(2),
+            action: FaultAction::Error {
+                status: 500,
+                message: Some("store unavailable".into()),
+            },
+        })
+        .unwrap();
+    let (_, first) = env.apply_once().await;
+    assert_eq!(first.failed.len(), 1, "{first:?}");
+    let (n, second) = env.apply_once().await;
+    assert_eq!(
+        (n, second.failed.len()),
+        (1, 1),
+        "retried at once: {second:?}"
+    );
+    let mut ws = env.workspace();
+    let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix())
+        .await
+        .unwrap();
+    assert!(
+        planned.doc.plan.is_empty(),
+        "{:?}",
+        planned.doc.plan.actions
+    );
+    assert!(
+        planned
+            .doc
+            .plan
+            .notes
+            .iter()
+            .any(|n| n.address == "image_upload.east.img"
+                && n.message.contains("2 uploads of build")
+                && n.message.contains("waits 30 s")),
+        "{:?}",
+        planned.doc.plan.notes
+    );
+    // 30 s later (planned for that time), the retry goes out and succeeds; the failed records go.
+    let later = ops::plan::plan(&mut ws, nodepool::state::now_unix() + 31)
+        .await
+        .unwrap();
+    assert_eq!(
+        later.doc.plan.actions.len(),
+        1,
+        "{:?}",
+        later.doc.plan.actions
+    );
+    let lease = ops::apply::lease(&mut ws.store, "test").unwrap();
+    let (report, _) = ops::apply::apply(
+        ws,
+        &later.doc,
+        lease,
+        Default::default(),
+        std::sync::Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    env.converge(3).await;
+    let uploads = env.workspace().store.read().uploads().unwrap();
+    assert_eq!(uploads.len(), 1, "{uploads:#?}");
+    assert_eq!(uploads[0].state, UploadState::Ready);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_post_upload_hook_deletes_the_image() {
     let env = sim::start(fast(), &config(Some("/bin/false"), 0)).await;

@@ -13,6 +13,22 @@ pub const KEEP: usize = 2;
 /// How long after a failed build the next automatic attempt waits.
 pub const FAILED_BUILD_BACKOFF: i64 = 600;
 
+/// Failed uploads of a build to a provider are retried at once after the first failure, then
+/// after this many seconds, doubling per further failure up to [`UPLOAD_RETRY_MAX`].
+pub const UPLOAD_RETRY_BASE: i64 = 30;
+pub const UPLOAD_RETRY_MAX: i64 = 3600;
+
+/// The wait before the next upload attempt after `failures` consecutive failed ones.
+pub fn upload_retry_wait(failures: usize) -> i64 {
+    match failures {
+        0 | 1 => 0,
+        n => {
+            let doublings = u32::try_from(n - 2).unwrap_or(u32::MAX).min(16);
+            (UPLOAD_RETRY_BASE << doublings).min(UPLOAD_RETRY_MAX)
+        }
+    }
+}
+
 /// Formats each diskimage must be built in: its own `formats` plus what each provider that
 /// uploads it needs (its clouds.yaml `image_format`, default qcow2).
 pub fn required_formats(config: &Config, world: &World, image: &DiskImage) -> Vec<String> {
@@ -405,9 +421,48 @@ fn plan_uploads(
                         if !b.has_file(&format) {
                             continue; // pruned: a rebuild is planned above
                         }
+                        let failed: Vec<&&ImageUpload> = existing
+                            .iter()
+                            .filter(|u| {
+                                u.build_id.as_deref() == Some(b.id.as_str())
+                                    && u.state == UploadState::Failed
+                            })
+                            .collect();
+                        let wait = upload_retry_wait(failed.len());
+                        if let Some(last) = failed.iter().max_by_key(|u| u.state_time)
+                            && now - last.state_time < wait
+                        {
+                            out.notes.push(Note {
+                                address: format!("image_upload.{}.{}", p.name, image.name),
+                                message: format!(
+                                    "{} uploads of build {} failed, the last {} ago{}; the next \
+                                     attempt waits {wait} s",
+                                    failed.len(),
+                                    b.id,
+                                    format_age(now - last.state_time),
+                                    last.details
+                                        .last_error
+                                        .as_deref()
+                                        .map(|e| format!(" ({e})"))
+                                        .unwrap_or_default()
+                                ),
+                            });
+                            continue;
+                        }
                         (
                             BuildRef::Existing(b.id.clone()),
-                            format!("build {} is not in provider {} yet", b.id, p.name),
+                            if failed.is_empty() {
+                                format!("build {} is not in provider {} yet", b.id, p.name)
+                            } else {
+                                format!(
+                                    "build {} is not in provider {} yet (attempt {} after {} \
+                                     failed)",
+                                    b.id,
+                                    p.name,
+                                    failed.len() + 1,
+                                    failed.len()
+                                )
+                            },
                         )
                     }
                     _ => continue,
@@ -451,7 +506,29 @@ fn plan_uploads(
                     "interrupted: uploading since {} ago, beyond image-upload-timeout {timeout} s",
                     format_age(now - u.state_time)
                 )),
-                UploadState::Failed => Some("the upload failed".into()),
+                // A failed upload is kept as the count of failures (the retry backoff) while
+                // it is the newest build's and nothing has replaced it; its cloud leftovers,
+                // if any, go at once.
+                UploadState::Failed => {
+                    let newest = builds_by_image.get(image).and_then(|bs| {
+                        newest_first(bs.clone())
+                            .into_iter()
+                            .find(|b| b.state == BuildState::Ready)
+                    });
+                    let superseded = list.iter().any(|r| {
+                        r.state == UploadState::Ready
+                            && (r.build_id == u.build_id || r.created_at > u.created_at)
+                    });
+                    if u.details.external_id.is_some() {
+                        Some("the upload failed and left an image in the cloud".into())
+                    } else if superseded {
+                        Some("the upload failed; another upload has replaced it".into())
+                    } else if newest.map(|b| b.id.as_str()) != u.build_id.as_deref() {
+                        Some("the upload failed; its build is no longer the newest".into())
+                    } else {
+                        None
+                    }
+                }
                 UploadState::Uploading => None,
             };
             let Some(reason) = why else { continue };
@@ -468,5 +545,17 @@ fn plan_uploads(
                 },
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_retries_back_off_exponentially_up_to_the_cap() {
+        let waits: Vec<i64> = (0..10).map(upload_retry_wait).collect();
+        assert_eq!(waits, [0, 0, 30, 60, 120, 240, 480, 960, 1920, 3600]);
+        assert_eq!(upload_retry_wait(1_000), UPLOAD_RETRY_MAX);
     }
 }
