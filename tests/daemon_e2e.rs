@@ -1,4 +1,4 @@
-//! End to end: the `nodepool daemon` binary follows a local git config repo and keeps the simulated cloud converged.
+//! End to end: the `nodepool daemon` binary follows a git config repo (a local work tree, or a remote URL mirrored into its data directory) and keeps the simulated cloud converged.
 
 mod daemon_support;
 #[path = "common/sim.rs"]
@@ -196,8 +196,21 @@ async fn follows_commits_rejects_invalid_ones_serves_requests_and_stops_on_sigte
         "{metrics}"
     );
     assert!(metrics.contains("nodepool_launches_total{provider=\"east\",result=\"success\"}"));
-    assert!(metrics.contains("nodepool_cloud_api_calls_total{provider=\"east\"}"));
+    for series in [
+        "nodepool_cloud_api_calls_total{provider=\"east\",operation=\"identity POST /auth/tokens\",status=\"201\"}",
+        "nodepool_cloud_api_calls_total{provider=\"east\",operation=\"compute GET /servers/detail\",status=\"200\"}",
+        "nodepool_cloud_api_calls_total{provider=\"east\",operation=\"compute POST /servers\",status=\"202\"}",
+        "nodepool_cloud_api_calls_total{provider=\"east\",operation=\"compute DELETE /servers/{id}\",status=\"204\"}",
+        "nodepool_reconcile_duration_seconds_count{key=\"provider:east\"}",
+        "nodepool_config_revision_info{revision=\"main@",
+        "nodepool_config_loads_total{status=\"invalid\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
     assert!(!metrics.contains(&node_id), "no node ids in metrics");
+    for (server, _) in env.servers() {
+        assert!(!metrics.contains(&server), "no server ids in metrics");
+    }
 
     // SIGTERM → a clean exit.
     d.signal(libc::SIGTERM);
@@ -345,4 +358,206 @@ async fn kill_9_mid_launch_then_restart_converges_without_leaks() {
     assert_eq!(servers.len(), 3, "{servers:?}");
     let owners: BTreeSet<String> = servers.iter().filter_map(|s| s.1.clone()).collect();
     assert_eq!(owners, nodes, "{servers:?}");
+}
+
+fn in_force(status: &Value) -> String {
+    status["revisions"]["in_force"]["revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn webhook(env: &Env, d: &daemon_support::Running) {
+    let body = br#"{"ref": "refs/heads/main"}"#.to_vec();
+    let r = env
+        .http
+        .post(format!("{}/hooks/git", d.url))
+        .header("X-Hub-Signature-256", sign(&body, WEBHOOK_SECRET))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+/// `git rev-parse --short=7 main` in the work tree.
+fn head_short(env: &Env) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(env.repo())
+        .args(["rev-parse", "--short=7", "main"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_remote_file_url_via_the_webhook_into_its_data_dir() {
+    let env = Env::start(fast_sim(), &sim::config(0, 10)).await;
+    env.create_origin();
+    // A long poll interval: only the webhook makes the daemon fetch after the first pass.
+    let d = env.spawn_with(0, &env.origin_url(), &["--branch", "main"], 30.0);
+    let status = env
+        .wait_for(0, "the first revision in force", WAIT, || async {
+            let s = env.get_json(&d, "/status").await;
+            (!in_force(&s).is_empty()).then_some(s)
+        })
+        .await;
+    let first = in_force(&status);
+    assert_eq!(first, format!("main@{}", head_short(&env)), "{status:#}");
+    assert_eq!(
+        status["source"],
+        format!("{}#main:nodepool.yaml", env.origin_url()),
+        "{status:#}"
+    );
+    // The clone is a bare mirror inside the data directory (next to the state by default).
+    let mirror = env.data_dir().join("config.git");
+    let repo = git2::Repository::open_bare(&mirror).expect("a bare mirror in the data dir");
+    assert_eq!(
+        repo.find_remote("origin").unwrap().url().ok(),
+        Some(env.origin_url().as_str())
+    );
+    assert!(
+        repo.refname_to_id("refs/remotes/origin/main").is_ok(),
+        "the branch is fetched"
+    );
+
+    // A new commit, pushed; the push webhook → fetched, in force, converged.
+    env.commit(&sim::config(2, 10), "two ready");
+    env.push();
+    let pushed = format!("main@{}", head_short(&env));
+    webhook(&env, &d).await;
+    let ready = env
+        .wait_for(
+            0,
+            "two ready nodes from the pushed commit",
+            WAIT,
+            || async {
+                let ready = env.ready_nodes(&d).await;
+                (ready.len() == 2).then_some(ready)
+            },
+        )
+        .await;
+    assert_eq!(in_force(&env.get_json(&d, "/status").await), pushed);
+
+    // An invalid commit, pushed: recorded in /status with file and line, nothing changes.
+    let invalid = sim::config(5, 10).replace("max-servers: 10", "max-servers: lots");
+    env.commit(&invalid, "break it");
+    env.push();
+    let broken = format!("main@{}", head_short(&env));
+    webhook(&env, &d).await;
+    let status = env
+        .wait_for(0, "the invalid revision in /status", WAIT, || async {
+            let s = env.get_json(&d, "/status").await;
+            (s["revisions"]["last_attempted"]["revision"] == broken.as_str()).then_some(s)
+        })
+        .await;
+    let last = &status["revisions"]["last_attempted"];
+    assert_eq!(last["outcome"], "invalid", "{status:#}");
+    assert!(
+        last["errors"][0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("nodepool.yaml"),
+        "{status:#}"
+    );
+    assert_eq!(in_force(&status), pushed, "{status:#}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ids(&env.ready_nodes(&d).await), ids(&ready));
+    assert_eq!(env.nodes(&d).await.len(), 2);
+    // The materialised revisions live in the data directory too.
+    assert!(env.data_dir().join("revisions").is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_remote_file_url_by_polling() {
+    let env = Env::start(fast_sim(), &sim::config(0, 10)).await;
+    env.create_origin();
+    env.git_branch("stable");
+    // The daemon follows `stable`; commits on `main` are not its business.
+    let d = env.spawn_with(0, &env.origin_url(), &["--branch", "stable"], 0.5);
+    let first = env
+        .wait_for(0, "the first revision in force", WAIT, || async {
+            let s = env.get_json(&d, "/status").await;
+            let r = in_force(&s);
+            (!r.is_empty()).then_some(r)
+        })
+        .await;
+    assert!(first.starts_with("stable@"), "{first}");
+    env.commit(&sim::config(1, 10), "one ready, on main only");
+    env.push();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(in_force(&env.get_json(&d, "/status").await), first);
+    assert!(env.nodes(&d).await.is_empty());
+    // The same commit on `stable`: picked up by the poll alone.
+    env.git_push_to("stable");
+    env.wait_for(0, "one ready node after the poll", WAIT, || async {
+        (env.ready_nodes(&d).await.len() == 1).then_some(())
+    })
+    .await;
+    let now = in_force(&env.get_json(&d, "/status").await);
+    assert_eq!(now, format!("stable@{}", head_short(&env)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_whose_passes_fail_is_ready_but_shown_failing_in_status() {
+    let env = Env::start(fast_sim(), &sim::config(1, 10)).await;
+    // Keystone refuses every token: each pass of provider east fails at once (no retry).
+    let refuse = env
+        .sim
+        .add_fault(cloudsim::FaultRule {
+            method: Some("POST".into()),
+            path: "/identity/v3/auth/tokens$".into(),
+            probability: 1.0,
+            count: None,
+            action: cloudsim::FaultAction::Error {
+                status: 401,
+                message: Some("The request you have made requires authentication.".into()),
+            },
+        })
+        .unwrap();
+    let d = env.spawn(0);
+    // /ready keeps its meaning: 200 once every provider finished a pass, even a failed one.
+    env.wait_for(0, "ready", WAIT, || async {
+        let r = env.http.get(format!("{}/ready", d.url)).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let status = env.get_json(&d, "/status").await;
+    assert_eq!(status["ready"], true, "{status:#}");
+    let failing = status["failing"].as_array().unwrap();
+    assert_eq!(failing.len(), 1, "{status:#}");
+    assert_eq!(failing[0]["key"], "provider:east", "{status:#}");
+    let error = failing[0]["error"].as_str().unwrap();
+    assert!(error.contains("authentication failed"), "{status:#}");
+    assert!(failing[0]["consecutive_failures"].as_u64().unwrap() >= 1);
+    assert!(failing[0]["last_success"].is_null(), "{status:#}");
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "nodepool_cloud_api_calls_total{provider=\"east\",operation=\"identity POST /auth/tokens\",status=\"401\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nodepool_reconciles_total{key=\"provider:east\",result=\"failure\"}"),
+        "{metrics}"
+    );
+
+    // Keystone recovers: the next (backed-off) pass succeeds and the provider leaves `failing`.
+    assert!(env.sim.sim().fault_set().remove(refuse));
+    env.wait_for(0, "the provider recovered", WAIT, || async {
+        let s = env.get_json(&d, "/status").await;
+        let ready = env.ready_nodes(&d).await.len();
+        (s["failing"].as_array()?.is_empty() && ready == 1).then_some(())
+    })
+    .await;
 }

@@ -521,11 +521,10 @@ async fn livez() -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let nodes = state.daemon.store().read().nodes()?;
     let text = state
         .daemon
-        .metrics()
-        .encode(&nodes, &state.daemon.api_calls());
+        .render_metrics()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         [(
             header::CONTENT_TYPE,

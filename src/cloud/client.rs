@@ -1,8 +1,10 @@
 //! `OpenStackClient`: token lifecycle, rate limit, timeouts, retries and pagination under every API call.
 
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -202,6 +204,198 @@ fn install_crypto_provider() {
     });
 }
 
+/// Path segments kept verbatim in an operation name: the words of the APIs' URL shapes (plus
+/// API versions). Every other segment is an id or a name and becomes `{id}`.
+const FIXED_SEGMENTS: &[&str] = &[
+    // Keystone
+    "auth",
+    "tokens",
+    "projects",
+    "users",
+    // Nova
+    "servers",
+    "detail",
+    "action",
+    "flavors",
+    "os-extra_specs",
+    "limits",
+    "os-availability-zone",
+    "os-keypairs",
+    "os-quota-sets",
+    "metadata",
+    "os-interface",
+    "os-volume_attachments",
+    // Glance
+    "images",
+    "file",
+    "stage",
+    "import",
+    "members",
+    "tags",
+    "schemas",
+    "image",
+    // Neutron
+    "networks",
+    "subnets",
+    "ports",
+    "floatingips",
+    "routers",
+    "security-groups",
+    "security-group-rules",
+    "quotas",
+    "extensions",
+];
+
+fn is_version_segment(s: &str) -> bool {
+    s.len() > 1
+        && s.starts_with('v')
+        && s[1..].starts_with(|c: char| c.is_ascii_digit())
+        && s[1..].chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+/// The bounded name of an API call, for metrics: `<service> <METHOD> <path template>`, e.g.
+/// `compute GET /servers/detail`, `compute DELETE /servers/{id}`, `image PUT /images/{id}/file`,
+/// `identity POST /auth/tokens`, `network GET /floatingips`.
+///
+/// `path` is relative to the service's API root (the catalog endpoint with its version, so
+/// `/v2.1`, `/v2`, `/v2.0`, `/v3` and a project id in the endpoint never appear: the same call
+/// has the same name on every cloud). The query string is dropped. A segment is kept when it
+/// is one of the APIs' fixed words (`servers`, `detail`, `action`, `file`,
+/// `os-availability-zone`, ...) or an API version; every other segment
+/// is a resource id, uuid or name and becomes `{id}`. The set of names is therefore bounded
+/// by the client's own path shapes, whatever the resources are called.
+pub fn operation_name(service: Service, method: &str, path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut out = format!("{service} {method} ");
+    let mut any = false;
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        any = true;
+        out.push('/');
+        if FIXED_SEGMENTS.contains(&seg) || is_version_segment(seg) {
+            out.push_str(seg);
+        } else {
+            out.push_str("{id}");
+        }
+    }
+    if !any {
+        out.push('/');
+    }
+    out
+}
+
+/// How one HTTP attempt ended, for the per-call counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CallStatus {
+    /// The service answered with this status code.
+    Http(u16),
+    /// No complete answer within the timeout.
+    Timeout,
+    /// Any other transport failure (connection refused or reset, TLS, DNS, a broken body).
+    Error,
+}
+
+impl CallStatus {
+    fn of(sent: &Result<reqwest::Response, reqwest::Error>) -> Self {
+        match sent {
+            Ok(resp) => CallStatus::Http(resp.status().as_u16()),
+            Err(e) if e.is_timeout() => CallStatus::Timeout,
+            Err(_) => CallStatus::Error,
+        }
+    }
+}
+
+impl fmt::Display for CallStatus {
+    /// The status code as text (`200`, `404`), or `timeout` / `error`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallStatus::Http(code) => write!(f, "{code}"),
+            CallStatus::Timeout => f.write_str("timeout"),
+            CallStatus::Error => f.write_str("error"),
+        }
+    }
+}
+
+/// One cell of the per-call counts: an [`operation_name`] and a [`CallStatus`] as text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ApiCall {
+    pub operation: String,
+    pub status: String,
+}
+
+/// The call counts of one client (shared by its clones and its [`ApiCallCounter`]s).
+#[derive(Debug, Default)]
+struct CallCounts {
+    /// Every attempt, counted when it is sent.
+    total: AtomicU64,
+    /// Every attempt by operation and outcome, counted when it ends.
+    by_call: std::sync::Mutex<HashMap<(String, CallStatus), u64>>,
+}
+
+impl CallCounts {
+    fn record(&self, operation: &str, status: CallStatus) {
+        let mut map = self.by_call.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(&(operation.to_owned(), status)) {
+            Some(n) => *n += 1,
+            None => {
+                map.insert((operation.to_owned(), status), 1);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<ApiCall, u64> {
+        let map = self.by_call.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|((operation, status), &n)| {
+                (
+                    ApiCall {
+                        operation: operation.clone(),
+                        status: status.to_string(),
+                    },
+                    n,
+                )
+            })
+            .collect()
+    }
+}
+
+/// A handle on one client's call counts that outlives the client, so a reader (the daemon's
+/// metrics) can collect the last calls of a client replaced on a config reload.
+pub struct ApiCallCounter {
+    counts: Arc<CallCounts>,
+    client: Weak<Inner>,
+}
+
+impl ApiCallCounter {
+    /// Calls by operation and status so far (each attempt once; retries are separate calls).
+    pub fn snapshot(&self) -> BTreeMap<ApiCall, u64> {
+        self.counts.snapshot()
+    }
+
+    /// Every attempt sent so far (the same as [`OpenStackClient::api_calls`]).
+    pub fn total(&self) -> u64 {
+        self.counts.total.load(Ordering::Relaxed)
+    }
+
+    /// False once the client and all its clones are gone: the counts can no longer change.
+    pub fn client_alive(&self) -> bool {
+        self.client.strong_count() > 0
+    }
+
+    /// Whether both handles count the same client.
+    pub fn same_client(&self, other: &ApiCallCounter) -> bool {
+        Arc::ptr_eq(&self.counts, &other.counts)
+    }
+}
+
+impl std::fmt::Debug for ApiCallCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiCallCounter")
+            .field("total", &self.total())
+            .field("client_alive", &self.client_alive())
+            .finish()
+    }
+}
+
 struct Inner {
     creds: CloudCredentials,
     identity: IdentityUrl,
@@ -209,7 +403,7 @@ struct Inner {
     http: reqwest::Client,
     session: Mutex<Option<Arc<Session>>>,
     limiter: RateLimiter,
-    calls: AtomicU64,
+    calls: Arc<CallCounts>,
 }
 
 /// An authenticated client of one OpenStack account (one nodepool provider). Cheap to clone;
@@ -287,7 +481,7 @@ impl OpenStackClient {
                 opts,
                 http,
                 session: Mutex::new(None),
-                calls: AtomicU64::new(0),
+                calls: Arc::new(CallCounts::default()),
             }),
         })
     }
@@ -312,7 +506,22 @@ impl OpenStackClient {
 
     /// HTTP requests sent so far (all attempts, Keystone included).
     pub fn api_calls(&self) -> u64 {
-        self.inner.calls.load(Ordering::Relaxed)
+        self.inner.calls.total.load(Ordering::Relaxed)
+    }
+
+    /// HTTP requests so far by [`operation_name`] and outcome (all attempts, Keystone
+    /// included). An attempt is counted here when it ends, so while calls are in flight the
+    /// sum is below [`OpenStackClient::api_calls`].
+    pub fn api_call_counts(&self) -> BTreeMap<ApiCall, u64> {
+        self.inner.calls.snapshot()
+    }
+
+    /// A handle on this client's call counts that stays readable after the client is dropped.
+    pub fn call_counter(&self) -> ApiCallCounter {
+        ApiCallCounter {
+            counts: Arc::clone(&self.inner.calls),
+            client: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Authenticates now (if the cached token is not fresh) and describes the token.
@@ -371,6 +580,7 @@ impl OpenStackClient {
             method: "POST".into(),
             path: url_path(&url),
         };
+        let op_name = operation_name(Service::Identity, "POST", "/auth/tokens");
         let mut attempt = 0;
         loop {
             let body = auth::auth_request_body(&inner.creds.auth).map_err(|message| {
@@ -380,7 +590,7 @@ impl OpenStackClient {
                 }
             })?;
             inner.limiter.acquire().await;
-            inner.calls.fetch_add(1, Ordering::Relaxed);
+            inner.calls.total.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let sent = inner
                 .http
@@ -390,6 +600,7 @@ impl OpenStackClient {
                 .send()
                 .await;
             drop(body);
+            inner.calls.record(&op_name, CallStatus::of(&sent));
             let err = match sent {
                 Ok(resp) if resp.status().is_success() => {
                     tracing::debug!(provider = %inner.creds.source, elapsed_ms = started.elapsed().as_millis() as u64, "token issued");
@@ -521,6 +732,7 @@ impl OpenStackClient {
     /// Returns the successful response (2xx); any other status is a [`CloudError`].
     pub(crate) async fn send(&self, call: Call<'_>) -> Result<reqwest::Response, CloudError> {
         let inner = &*self.inner;
+        let op_name = operation_name(call.service, call.method.as_str(), call.path);
         let mut attempt = 0;
         let mut reauthenticated = false;
         loop {
@@ -568,9 +780,10 @@ impl OpenStackClient {
                 }
             };
             inner.limiter.acquire().await;
-            inner.calls.fetch_add(1, Ordering::Relaxed);
+            inner.calls.total.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let sent = req.send().await;
+            inner.calls.record(&op_name, CallStatus::of(&sent));
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let err = match sent {
                 Ok(resp) if resp.status().is_success() => {
@@ -765,6 +978,106 @@ mod tests {
             Some("http://h/v2.1/servers/detail?limit=1&marker=m")
         );
         assert_eq!(next_of(&links[..1]), None);
+    }
+
+    #[test]
+    fn operation_names_template_ids_and_keep_api_words() {
+        let op = operation_name;
+        let uuid = "c510a171-00a9-4d6c-8e3e-0123456789ab";
+        // Fixed words stay, whatever their position.
+        assert_eq!(
+            op(Service::Compute, "GET", "/servers/detail"),
+            "compute GET /servers/detail"
+        );
+        assert_eq!(
+            op(Service::Compute, "GET", "/flavors/detail"),
+            "compute GET /flavors/detail"
+        );
+        assert_eq!(
+            op(Service::Compute, "GET", "/os-availability-zone"),
+            "compute GET /os-availability-zone"
+        );
+        assert_eq!(
+            op(Service::Compute, "GET", "/limits"),
+            "compute GET /limits"
+        );
+        assert_eq!(
+            op(Service::Identity, "POST", "/auth/tokens"),
+            "identity POST /auth/tokens"
+        );
+        // Ids (uuids, hex, numbers) become {id}; words after them stay.
+        assert_eq!(
+            op(Service::Compute, "DELETE", &format!("/servers/{uuid}")),
+            "compute DELETE /servers/{id}"
+        );
+        assert_eq!(
+            op(Service::Compute, "POST", &format!("/servers/{uuid}/action")),
+            "compute POST /servers/{id}/action"
+        );
+        assert_eq!(
+            op(Service::Image, "PUT", "/images/6491c0b7aaaa/file"),
+            "image PUT /images/{id}/file"
+        );
+        assert_eq!(
+            op(Service::Image, "GET", "/images/42"),
+            "image GET /images/{id}"
+        );
+        // Names, with hyphens or not, are ids too (`os-availability-zone` is not a name).
+        assert_eq!(
+            op(Service::Network, "GET", "/networks/private-net-1"),
+            "network GET /networks/{id}"
+        );
+        assert_eq!(
+            op(Service::Network, "GET", "/networks/public"),
+            "network GET /networks/{id}"
+        );
+        // Percent-encoded names (path_id's output) are one segment.
+        assert_eq!(
+            op(Service::Network, "GET", "/networks/my%20net%2Fx"),
+            "network GET /networks/{id}"
+        );
+        // The query is dropped; an empty path is the root.
+        assert_eq!(
+            op(Service::Network, "GET", "/floatingips?port_id=abc&limit=5"),
+            "network GET /floatingips"
+        );
+        assert_eq!(
+            op(Service::Network, "DELETE", &format!("/ports/{uuid}")),
+            "network DELETE /ports/{id}"
+        );
+        assert_eq!(op(Service::Image, "GET", ""), "image GET /");
+        // An explicit version is a word, not an id (not produced by the client's own calls,
+        // whose paths are relative to the versioned API root).
+        assert_eq!(
+            op(Service::Network, "GET", "/v2.0/floatingips"),
+            "network GET /v2.0/floatingips"
+        );
+        assert_eq!(op(Service::Network, "GET", "/vpn-x"), "network GET /{id}");
+        // Bounded: whatever the ids, one name per shape.
+        let names: std::collections::BTreeSet<String> = (0..1000)
+            .map(|i| op(Service::Compute, "DELETE", &format!("/servers/srv-{i}")))
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn call_statuses_as_text() {
+        assert_eq!(CallStatus::Http(404).to_string(), "404");
+        assert_eq!(CallStatus::Http(503).to_string(), "503");
+        assert_eq!(CallStatus::Timeout.to_string(), "timeout");
+        assert_eq!(CallStatus::Error.to_string(), "error");
+        let c = CallCounts::default();
+        c.record("compute GET /limits", CallStatus::Http(200));
+        c.record("compute GET /limits", CallStatus::Http(200));
+        c.record("compute GET /limits", CallStatus::Timeout);
+        let snap = c.snapshot();
+        let key = |status: &str| ApiCall {
+            operation: "compute GET /limits".into(),
+            status: status.into(),
+        };
+        assert_eq!(snap.get(&key("200")), Some(&2));
+        assert_eq!(snap.get(&key("timeout")), Some(&1));
+        assert_eq!(snap.len(), 2);
     }
 
     #[test]

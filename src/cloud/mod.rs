@@ -14,7 +14,10 @@ pub mod error;
 pub mod image;
 pub mod network;
 
-pub use client::{ClientOptions, DEFAULT_COMPUTE_MICROVERSION, OpenStackClient, TokenInfo};
+pub use client::{
+    ApiCall, ApiCallCounter, CallStatus, ClientOptions, DEFAULT_COMPUTE_MICROVERSION,
+    OpenStackClient, TokenInfo, operation_name,
+};
 pub use compute::{
     AvailabilityZone, BootVolume, CreateServer, Flavor, Limits, Quota, Server, ServerAddress,
     ServerFault, ServerFlavor, ServerNetworks, ServerQuery, ServerStatus,

@@ -1,9 +1,11 @@
 //! Prometheus metrics of the daemon (prometheus-client): nodes, launches, builds, uploads, leaks, API calls, reconciles, config revisions.
 //!
 //! Every label is bounded by the config (provider, label, image, pool) or by a fixed
-//! vocabulary (state, result, kind): no node ids, request ids or error texts.
+//! vocabulary (state, result, kind, the API operation templates of
+//! [`crate::cloud::operation_name`], HTTP status codes): no node ids, request ids or error texts.
 
-use crate::state::Node;
+use crate::cloud::{ApiCall, ApiCallCounter};
+use crate::state::{ImageBuild, Node};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,6 +32,20 @@ pub struct ProviderResult {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabel {
     pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiCallLabels {
+    pub provider: String,
+    /// `compute GET /servers/detail`, `image PUT /images/{id}/file`, ...
+    pub operation: String,
+    /// The HTTP status code, or `timeout` / `error`.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageLabel {
+    pub image: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +94,13 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.1, 2.5, 12))
 }
 
+/// One client's call counter and what of it `api_calls` already holds.
+struct TrackedClient {
+    provider: String,
+    counter: ApiCallCounter,
+    seen: HashMap<ApiCall, u64>,
+}
+
 /// The daemon's metrics; [`Metrics::encode`] renders them.
 pub struct Metrics {
     registry: Registry,
@@ -90,9 +113,11 @@ pub struct Metrics {
     pub uploads: Family<UploadResult, Counter>,
     pub upload_seconds: Family<UploadResult, Histogram, fn() -> Histogram>,
     pub leaks_deleted: Family<LeakLabels, Counter>,
-    api_calls: Family<ProviderLabel, Counter>,
-    /// The client counter values already added to `api_calls`, per provider.
-    api_seen: Mutex<HashMap<String, u64>>,
+    build_exit_code: Family<ImageLabel, Gauge>,
+    build_size_bytes: Family<ImageLabel, Gauge>,
+    api_calls: Family<ApiCallLabels, Counter>,
+    /// The clients whose calls feed `api_calls`, with the counts already added.
+    clients: Mutex<Vec<TrackedClient>>,
     pub passes: Family<PassLabels, Counter>,
     pub pass_seconds: Family<KeyLabel, Histogram, fn() -> Histogram>,
     config_info: Family<RevisionLabels, Gauge>,
@@ -118,8 +143,10 @@ impl Metrics {
             uploads: Family::default(),
             upload_seconds: Family::new_with_constructor(seconds_histogram),
             leaks_deleted: Family::default(),
+            build_exit_code: Family::default(),
+            build_size_bytes: Family::default(),
             api_calls: Family::default(),
-            api_seen: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Vec::new()),
             passes: Family::default(),
             pass_seconds: Family::new_with_constructor(seconds_histogram),
             config_info: Family::default(),
@@ -157,6 +184,16 @@ impl Metrics {
             m.build_seconds.clone(),
         );
         registry.register(
+            "image_build_last_exit_code",
+            "Exit code of each image's newest finished build (0: success)",
+            m.build_exit_code.clone(),
+        );
+        registry.register(
+            "image_build_last_size_bytes",
+            "Size in bytes of each image's newest successful build (all its formats)",
+            m.build_size_bytes.clone(),
+        );
+        registry.register(
             "image_uploads",
             "Image uploads by provider, image and result",
             m.uploads.clone(),
@@ -173,7 +210,9 @@ impl Metrics {
         );
         registry.register(
             "cloud_api_calls",
-            "HTTP calls made to each provider's cloud APIs",
+            "HTTP calls to the providers' cloud APIs (every attempt, retries included) by \
+             provider, operation (service, method, path with ids as {id}) and status (HTTP \
+             code, timeout or error)",
             m.api_calls.clone(),
         );
         registry.register(
@@ -224,9 +263,92 @@ impl Metrics {
             .set(1);
     }
 
-    /// Refresh the gauges computed from the database and the clients, then render everything
-    /// in the Prometheus text format.
-    pub fn encode(&self, nodes: &[Node], api_calls: &BTreeMap<String, u64>) -> String {
+    /// Count the calls of `counter`'s client under `provider` from now on (and those it made
+    /// before: the whole count is added at the next scrape). Tracking the same client twice
+    /// changes nothing. A client is forgotten once it is dropped and its last calls collected,
+    /// so the clients replaced on a config reload neither lose calls nor pile up.
+    pub fn track_client(&self, provider: &str, counter: ApiCallCounter) {
+        let mut clients = lock(&self.clients);
+        if clients
+            .iter()
+            .any(|t| t.provider == provider && t.counter.same_client(&counter))
+        {
+            return;
+        }
+        clients.push(TrackedClient {
+            provider: provider.to_owned(),
+            counter,
+            seen: HashMap::new(),
+        });
+    }
+
+    /// How many clients are tracked (live ones, and dropped ones not yet collected).
+    pub fn tracked_clients(&self) -> usize {
+        lock(&self.clients).len()
+    }
+
+    /// Add what the tracked clients counted since the last collection.
+    fn collect_api_calls(&self) {
+        let mut clients = lock(&self.clients);
+        clients.retain_mut(|t| {
+            // Read liveness first: a client dropped after this read is collected next time.
+            let alive = t.counter.client_alive();
+            for (call, now) in t.counter.snapshot() {
+                let before = t.seen.get(&call).copied().unwrap_or(0);
+                if now > before {
+                    self.api_calls
+                        .get_or_create(&ApiCallLabels {
+                            provider: t.provider.clone(),
+                            operation: call.operation.clone(),
+                            status: call.status.clone(),
+                        })
+                        .inc_by(now - before);
+                    t.seen.insert(call, now);
+                }
+            }
+            alive
+        });
+    }
+
+    /// Per image: the exit code of the newest finished build, and the size of the newest
+    /// successful one (a failed build does not hide the size of the image in use).
+    fn set_builds(&self, builds: &[ImageBuild]) {
+        fn newer<'a>(map: &mut BTreeMap<&'a str, &'a ImageBuild>, b: &'a ImageBuild) {
+            let slot = map.entry(&b.image_name).or_insert(b);
+            if (b.started_at, &b.id) > (slot.started_at, &slot.id) {
+                *slot = b;
+            }
+        }
+        let mut finished = BTreeMap::new();
+        let mut succeeded = BTreeMap::new();
+        for b in builds {
+            if b.finished_at.is_some() && b.exit_code.is_some() {
+                newer(&mut finished, b);
+            }
+            if b.exit_code == Some(0) && b.size_bytes.is_some() {
+                newer(&mut succeeded, b);
+            }
+        }
+        self.build_exit_code.clear();
+        self.build_size_bytes.clear();
+        let label = |image: &str| ImageLabel {
+            image: image.to_owned(),
+        };
+        for (image, b) in finished {
+            let code = b.exit_code.unwrap_or_default();
+            self.build_exit_code
+                .get_or_create(&label(image))
+                .set(i64::from(code));
+        }
+        for (image, b) in succeeded {
+            let size = b.size_bytes.unwrap_or_default();
+            self.build_size_bytes.get_or_create(&label(image)).set(size);
+        }
+    }
+
+    /// Refresh what is computed from the database (nodes, the newest builds) and the clients'
+    /// call counts, then render everything in the Prometheus text format.
+    pub fn encode(&self, nodes: &[Node], builds: &[ImageBuild]) -> String {
         self.nodes.clear();
         for n in nodes {
             self.nodes
@@ -237,19 +359,8 @@ impl Metrics {
                 })
                 .inc();
         }
-        {
-            let mut seen = self.api_seen.lock().unwrap_or_else(|p| p.into_inner());
-            for (provider, &now) in api_calls {
-                let before = seen.insert(provider.clone(), now).unwrap_or(0);
-                // A client replaced on a config reload starts again from zero.
-                let delta = if now >= before { now - before } else { now };
-                self.api_calls
-                    .get_or_create(&ProviderLabel {
-                        provider: provider.clone(),
-                    })
-                    .inc_by(delta);
-            }
-        }
+        self.set_builds(builds);
+        self.collect_api_calls();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -257,20 +368,116 @@ impl Metrics {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::{ClientOptions, OpenStackClient};
+    use crate::config::credentials::{AuthMethod, CloudCredentials};
+    use crate::state::BuildState;
+
+    fn build(
+        id: &str,
+        image: &str,
+        started: i64,
+        exit: Option<i32>,
+        size: Option<i64>,
+    ) -> ImageBuild {
+        ImageBuild {
+            id: id.into(),
+            image_name: image.into(),
+            state: match exit {
+                None => BuildState::Building,
+                Some(0) => BuildState::Ready,
+                Some(_) => BuildState::Failed,
+            },
+            state_time: started,
+            formats: vec!["qcow2".into()],
+            builder: None,
+            started_at: started,
+            finished_at: exit.map(|_| started + 60),
+            exit_code: exit,
+            log_path: None,
+            size_bytes: size,
+        }
+    }
 
     #[test]
-    fn api_calls_accumulate_across_client_replacement() {
+    fn newest_build_exit_code_and_newest_successful_size_per_image() {
         let m = Metrics::new();
-        let text = m.encode(&[], &BTreeMap::from([("east".to_owned(), 5)]));
-        assert!(text.contains("nodepool_cloud_api_calls_total{provider=\"east\"} 5"));
-        let text = m.encode(&[], &BTreeMap::from([("east".to_owned(), 7)]));
-        assert!(text.contains("nodepool_cloud_api_calls_total{provider=\"east\"} 7"));
-        // A new client (after a reload) counts from zero again: its 3 calls are added.
-        let text = m.encode(&[], &BTreeMap::from([("east".to_owned(), 3)]));
-        assert!(text.contains("nodepool_cloud_api_calls_total{provider=\"east\"} 10"));
+        let builds = vec![
+            build("0000000001", "ubuntu", 100, Some(0), Some(1000)),
+            build("0000000002", "ubuntu", 200, Some(0), Some(2000)),
+            // The newest finished ubuntu build failed: exit code 1, size of the previous one.
+            build("0000000003", "ubuntu", 300, Some(1), None),
+            // Still building: ignored.
+            build("0000000004", "ubuntu", 400, None, None),
+            build("0000000005", "debian", 100, Some(0), Some(500)),
+            build("0000000006", "centos", 100, None, None),
+        ];
+        let text = m.encode(&[], &builds);
+        assert!(
+            text.contains("nodepool_image_build_last_exit_code{image=\"ubuntu\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nodepool_image_build_last_size_bytes{image=\"ubuntu\"} 2000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nodepool_image_build_last_exit_code{image=\"debian\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nodepool_image_build_last_size_bytes{image=\"debian\"} 500"),
+            "{text}"
+        );
+        assert!(!text.contains("centos"), "{text}");
+        // Builds deleted from the database disappear from the gauges.
+        let text = m.encode(&[], &builds[4..]);
+        assert!(!text.contains("ubuntu"), "{text}");
+        assert!(text.contains("image=\"debian\""), "{text}");
+    }
+
+    fn offline_client() -> OpenStackClient {
+        let creds = CloudCredentials {
+            source: "test".into(),
+            auth_url: "http://127.0.0.1:9/v3".into(),
+            auth: AuthMethod::Token {
+                token: crate::secret::Secret::new("t"),
+                project_id: Some("p".into()),
+                project_name: None,
+                project_domain_name: None,
+                project_domain_id: None,
+            },
+            region_name: None,
+            interface: "public".into(),
+            verify: true,
+            cacert: None,
+            endpoint_overrides: Vec::new(),
+            image_format: None,
+        };
+        OpenStackClient::new(creds, ClientOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn tracked_clients_are_deduplicated_and_forgotten_once_dropped() {
+        let m = Metrics::new();
+        let a = offline_client();
+        m.track_client("east", a.call_counter());
+        m.track_client("east", a.clone().call_counter());
+        assert_eq!(m.tracked_clients(), 1);
+        let b = offline_client();
+        m.track_client("east", b.call_counter());
+        assert_eq!(m.tracked_clients(), 2);
+        m.encode(&[], &[]);
+        assert_eq!(m.tracked_clients(), 2);
+        drop(a);
+        m.encode(&[], &[]);
+        assert_eq!(m.tracked_clients(), 1);
     }
 
     #[test]
@@ -278,7 +485,7 @@ mod tests {
         let m = Metrics::new();
         m.set_revision("main@1111111");
         m.set_revision("main@2222222");
-        let text = m.encode(&[], &BTreeMap::new());
+        let text = m.encode(&[], &[]);
         assert!(text.contains("nodepool_config_revision_info{revision=\"main@2222222\"} 1"));
         assert!(!text.contains("main@1111111"));
     }

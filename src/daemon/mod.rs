@@ -46,7 +46,7 @@ use chrono::Utc;
 use metrics::Metrics;
 use select::Scope;
 use serde::{Serialize, Serializer};
-use status::{ConfigProblem, LoadOutcome, PassReport, RevisionAttempt, StatusBook};
+use status::{ConfigProblem, Failing, LoadOutcome, PassReport, RevisionAttempt, StatusBook};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
@@ -203,7 +203,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct StatusReport {
     pub role: Role,
     pub source: String,
+    /// Every provider of the config in force (and the images pass, for a builder) has
+    /// finished at least one pass — successfully or not: see `failing`.
     pub ready: bool,
+    /// Keys whose last pass failed (`provider:<name>` whose cloud is down, `images`,
+    /// `config` when the source cannot be fetched); empty when all is well.
+    pub failing: Vec<Failing>,
     pub revisions: Revisions,
     pub keys: Vec<KeyStatus<Key>>,
     pub passes: BTreeMap<String, PassReport>,
@@ -332,6 +337,7 @@ impl Daemon {
             role: self.inner.opts.role,
             source: self.inner.source.describe(),
             ready,
+            failing: book.failing(),
             revisions: Revisions {
                 in_force: book.in_force.clone(),
                 last_attempted: book.last_attempted.clone(),
@@ -342,7 +348,18 @@ impl Daemon {
         }
     }
 
-    /// API calls made by each provider's client so far.
+    /// The `/metrics` text: the database's nodes and builds, the clients' call counts and
+    /// everything recorded by the passes.
+    pub fn render_metrics(&self) -> Result<String, DaemonError> {
+        let (nodes, builds) = {
+            let store = self.store();
+            let read = store.read();
+            (read.nodes()?, read.builds()?)
+        };
+        Ok(self.inner.metrics.encode(&nodes, &builds))
+    }
+
+    /// API calls made by each provider's current client so far.
     pub fn api_calls(&self) -> BTreeMap<String, u64> {
         self.active()
             .map(|a| {
@@ -469,7 +486,11 @@ impl Daemon {
             .metrics
             .pass(&name, result.is_ok(), started.elapsed());
         if !matches!(result, Err(DaemonError::ShuttingDown)) {
-            lock(&self.inner.status).finished_once.insert(name);
+            let outcome = match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            lock(&self.inner.status).finished(&name, outcome, Utc::now());
         }
         result
     }
@@ -577,6 +598,9 @@ impl Daemon {
         for (p, why) in &unresolved {
             tracing::error!(provider = %p, error = %why, "provider credentials do not resolve");
         }
+        for (p, c) in &clients {
+            inner.metrics.track_client(p, c.call_counter());
+        }
         let old = self.active();
         let active = Arc::new(Active {
             loaded: loaded.clone(),
@@ -629,8 +653,10 @@ impl Daemon {
         if let Some(old) = &old {
             for p in &old.loaded.config.providers {
                 if loaded.config.provider(&p.name).is_none() {
-                    inner.scheduler.remove(&Key::Provider(p.name.clone()));
+                    let key = Key::Provider(p.name.clone());
+                    inner.scheduler.remove(&key);
                     lock(&inner.clouds).remove(&p.name);
+                    lock(&inner.status).forget(&key.to_string());
                 }
             }
         }

@@ -83,13 +83,75 @@ impl Env {
         git(&self.repo(), &["commit", "-q", "-m", message]);
     }
 
-    /// Start the daemon; its log goes to `daemon-<n>.log` in the temp dir.
+    /// The bare repository `origin.git` next to the work tree, which the work tree pushes to.
+    pub fn origin(&self) -> PathBuf {
+        self.dir.path().join("origin.git")
+    }
+
+    /// `file://` URL of [`Env::origin`].
+    pub fn origin_url(&self) -> String {
+        format!("file://{}", self.origin().display())
+    }
+
+    /// Create [`Env::origin`] and push the work tree's `main` to it.
+    pub fn create_origin(&self) {
+        git(
+            self.dir.path(),
+            &["init", "-q", "--bare", "-b", "main", "origin.git"],
+        );
+        let origin = self.origin();
+        git(
+            &self.repo(),
+            &["remote", "add", "origin", origin.to_str().unwrap()],
+        );
+        self.push();
+    }
+
+    /// Push the work tree's `main` to [`Env::origin`].
+    pub fn push(&self) {
+        git(&self.repo(), &["push", "-q", "origin", "main"]);
+    }
+
+    /// Create branch `name` on [`Env::origin`] at the work tree's `main`.
+    pub fn git_branch(&self, name: &str) {
+        self.git_push_to(name);
+    }
+
+    /// Push the work tree's `main` to branch `name` of [`Env::origin`].
+    pub fn git_push_to(&self, name: &str) {
+        git(
+            &self.repo(),
+            &["push", "-q", "origin", &format!("main:refs/heads/{name}")],
+        );
+    }
+
+    /// The default data directory of a daemon started by [`Env::spawn`] (next to the state).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("nodepool-data")
+    }
+
+    /// Start the daemon on the local work tree; its log goes to `daemon-<n>.log` in the temp dir.
     pub fn spawn(&self, n: usize) -> Running {
+        self.spawn_with(n, self.repo().to_str().unwrap(), &[], 30.0)
+    }
+
+    /// Start the daemon with `-c <source>` and `extra` arguments (`--branch`, ...), polling
+    /// the source every `poll_interval` seconds.
+    pub fn spawn_with(
+        &self,
+        n: usize,
+        source: &str,
+        extra: &[&str],
+        poll_interval: f64,
+    ) -> Running {
         let log = std::fs::File::create(self.dir.path().join(format!("daemon-{n}.log"))).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_nodepool"))
             .arg("daemon")
             .arg("-c")
-            .arg(self.repo())
+            .arg(source)
+            .args(extra)
+            .arg("--poll-interval")
+            .arg(poll_interval.to_string())
             .arg("--state")
             .arg(self.state())
             .arg("--clouds")
@@ -97,8 +159,6 @@ impl Env {
             .args([
                 "--listen",
                 "127.0.0.1:0",
-                "--poll-interval",
-                "30",
                 "--apply-poll-interval",
                 "0.1",
                 "--shutdown-timeout",
