@@ -402,6 +402,7 @@ mod tests {
             exit_code: exit,
             log_path: None,
             size_bytes: size,
+            pruned_formats: vec![],
         }
     }
 
