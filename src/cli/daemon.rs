@@ -328,5 +328,47 @@ fn render_status(v: &serde_json::Value) -> String {
             k["last_error"].as_str().unwrap_or("")
         );
     }
+    let failing: Vec<&serde_json::Value> = v["failing"].as_array().into_iter().flatten().collect();
+    if !failing.is_empty() {
+        let _ = writeln!(out, "\nFailing:");
+        for f in failing {
+            let _ = writeln!(
+                out,
+                "  {}: {} failure(s) in a row since {}; last success {}: {}",
+                s(&f["key"]),
+                f["consecutive_failures"],
+                s(&f["since"]),
+                f["last_success"].as_str().unwrap_or("never (since start)"),
+                s(&f["error"])
+            );
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_failing_keys() {
+        let v = serde_json::json!({
+            "source": "file:///srv/config.git main",
+            "role": "daemon",
+            "ready": true,
+            "revisions": {"in_force": {"revision": "main@0123abcd"}},
+            "keys": [{"key": "provider:east", "state": "backoff", "runs": 3,
+                      "consecutive_failures": 2, "last_error": "authentication failed"}],
+            "failing": [{"key": "provider:east", "error": "authentication failed",
+                         "consecutive_failures": 2, "since": "2026-11-24T04:00:00Z",
+                         "last_success": null}],
+        });
+        let text = render_status(&v);
+        assert!(
+            text.contains("Failing:\n  provider:east: 2 failure(s) in a row since 2026-11-24T04:00:00Z; last success never (since start): authentication failed"),
+            "{text}"
+        );
+        let healthy = serde_json::json!({"ready": true, "keys": [], "failing": []});
+        assert!(!render_status(&healthy).contains("Failing"));
+    }
 }
