@@ -359,18 +359,6 @@ impl Daemon {
         Ok(self.inner.metrics.encode(&nodes, &builds))
     }
 
-    /// API calls made by each provider's current client so far.
-    pub fn api_calls(&self) -> BTreeMap<String, u64> {
-        self.active()
-            .map(|a| {
-                a.clients
-                    .iter()
-                    .map(|(p, c)| (p.clone(), c.api_calls()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Run until `shutdown` resolves, then stop taking work and give the passes in flight
     /// `grace` to finish.
     pub async fn run(
