@@ -8,6 +8,7 @@ pub mod builder;
 pub mod cloud;
 pub mod config;
 pub mod daemon;
+pub mod keyscan;
 pub mod ops;
 pub mod reconcile;
 pub mod secret;
