@@ -32,7 +32,7 @@ fn config(comment: usize) -> String {
         "# revision {comment}\nlabels:\n  - name: small\n    min-ready: 0\n\
          providers:\n  - name: east\n    cloud: east\n    rate: 0\n    boot-timeout: 30\n\
          \x20   cloud-images: [{{name: cirros}}]\n    pools:\n      - name: main\n\
-         \x20       max-servers: 2000\n        networks: [private]\n        auto-floating-ip: false\n\
+         \x20       max-servers: 2000\n        networks: [private]\n        auto-floating-ip: false\n        host-key-checking: false\n\
          \x20       labels:\n          - {{name: small, cloud-image: cirros, min-ram: 512}}\n"
     )
 }

@@ -14,7 +14,7 @@ fn config(min_ready: usize, max_servers: usize) -> String {
         "labels:\n  - name: small\n    min-ready: {min_ready}\n\
          providers:\n  - name: east\n    cloud: east\n    rate: 0\n    max-concurrency: 32\n\
          \x20   cloud-images: [{{name: cirros}}]\n    pools:\n      - name: main\n\
-         \x20       max-servers: {max_servers}\n        networks: [private]\n        auto-floating-ip: false\n\
+         \x20       max-servers: {max_servers}\n        networks: [private]\n        auto-floating-ip: false\n        host-key-checking: false\n\
          \x20       labels: [{{name: small, cloud-image: cirros, flavor-name: m1.tiny}}]\n"
     )
 }

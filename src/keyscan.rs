@@ -151,7 +151,9 @@ pub async fn wait_for_host_keys(
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = left.min(Duration::from_secs(10)).max(Duration::from_millis(100));
+        let attempt = left
+            .min(Duration::from_secs(10))
+            .max(Duration::from_millis(100));
         let started = Instant::now();
         let last = match scan(addr, attempt).await {
             Ok(keys) => return Ok(keys),

@@ -21,7 +21,7 @@ fn config(hook: Option<&str>, min_ready: u32) -> String {
          providers:\n  - name: east\n    cloud: east\n    rate: 0\n    boot-timeout: 30\n{hook}\
          \x20   diskimages:\n      - name: img\n        meta: {{purpose: test}}\n\
          \x20   pools:\n      - name: main\n        max-servers: 5\n        networks: [private]\n\
-         \x20       auto-floating-ip: false\n        labels:\n          - {{name: dimg, diskimage: img, min-ram: 512}}\n",
+         \x20       auto-floating-ip: false\n        host-key-checking: false\n        labels:\n          - {{name: dimg, diskimage: img, min-ram: 512}}\n",
         hook = hook
             .map(|h| format!("    post-upload-hook: {h}\n"))
             .unwrap_or_default()

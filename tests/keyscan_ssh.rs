@@ -30,10 +30,21 @@ async fn finds_every_host_key_as_ssh_keyscan_does() {
     let mut theirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect();
     theirs.sort();
-    assert_eq!(theirs, found, "ssh-keyscan: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        theirs,
+        found,
+        "ssh-keyscan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,8 +74,9 @@ async fn waits_for_ssh_that_comes_up_late() {
         ssh::serve(listener, &keys);
         keys.public
     });
-    let found = keyscan::wait_for_host_keys(addr, Duration::from_secs(20), Duration::from_millis(200))
-        .await
-        .unwrap();
+    let found =
+        keyscan::wait_for_host_keys(addr, Duration::from_secs(20), Duration::from_millis(200))
+            .await
+            .unwrap();
     assert_eq!(found, late.await.unwrap());
 }

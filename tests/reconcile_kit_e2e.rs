@@ -17,7 +17,7 @@ fn config(min_ready: u32) -> String {
          providers:\n  - name: kit\n    cloud: nodepool\n    rate: 0\n    boot-timeout: 120\n\
          \x20   cloud-images: [{{name: cirros, image-name: cirros-fake}}]\n\
          \x20   pools:\n      - name: main\n        max-servers: 4\n        networks: [private]\n\
-         \x20       auto-floating-ip: false\n        labels:\n\
+         \x20       auto-floating-ip: false\n        host-key-checking: false\n        labels:\n\
          \x20         - {{name: kit-small, cloud-image: cirros, flavor-name: m1.small}}\n"
     )
 }

@@ -104,6 +104,19 @@ struct Launching {
     boot: Option<Boot>,
     journal: i64,
     since: Instant,
+    /// The host-key scan of its ACTIVE server (`host-key-checking`), once started.
+    scan: Option<Scan>,
+}
+
+/// A host-key scan running beside the wait loop; aborted if the launch is given up.
+struct Scan {
+    task: tokio::task::JoinHandle<Result<Vec<String>, crate::keyscan::KeyscanError>>,
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A server deleted in this apply, waited for until it is gone (then the row goes too).
@@ -263,7 +276,7 @@ impl Applier {
                     server_id,
                     addresses,
                 } => {
-                    mark_ready(w, node_id, server_id, addresses)?;
+                    mark_ready(w, node_id, server_id, addresses, &[])?;
                     "ready".to_owned()
                 }
                 ActionKind::AdoptServer { node_id, server_id } => {
@@ -508,6 +521,7 @@ impl Applier {
                         boot: Some(boot.clone()),
                         journal: j,
                         since: Instant::now(),
+                        scan: None,
                     })),
                     Err(e) => {
                         let msg = e.to_string();
@@ -570,6 +584,7 @@ impl Applier {
                         boot: Some(boot.clone()),
                         journal: j,
                         since: Instant::now(),
+                        scan: None,
                     })),
                     Err(e) => {
                         let msg = e.to_string();
@@ -641,7 +656,7 @@ impl Applier {
                     Ok(j) => j,
                     Err(e) => return failed(e.to_string()),
                 };
-                // The boot-timeout counts from when the node started building.
+                // The launch-timeout counts from when this attempt started.
                 let elapsed = Duration::from_secs(
                     u64::try_from(crate::state::now_unix() - node.state_time).unwrap_or(0),
                 );
@@ -654,6 +669,7 @@ impl Applier {
                     since: Instant::now()
                         .checked_sub(elapsed)
                         .unwrap_or_else(Instant::now),
+                    scan: None,
                 }))
             }
             ActionKind::DeleteLeak {
@@ -1065,9 +1081,14 @@ impl Applier {
                             d.launch_attempts += 1;
                         }
                     })?;
-                    let n = w.read().node(node_id)?;
-                    if n.is_some_and(|n| n.state != NodeState::Building) {
-                        w.set_node_state(node_id, NodeState::Building)?;
+                    match w.read().node(node_id)? {
+                        Some(n) if n.state == NodeState::Building => {
+                            w.restart_attempt(node_id)?;
+                        }
+                        Some(_) => {
+                            w.set_node_state(node_id, NodeState::Building)?;
+                        }
+                        None => {}
                     }
                     Ok(())
                 });
@@ -1112,7 +1133,7 @@ impl Applier {
         let Some(p) = self.config.provider(provider) else {
             return;
         };
-        let boot_timeout = Duration::from_secs(p.boot_timeout);
+        let launch_timeout = Duration::from_secs(p.launch_timeout);
         let delete_deadline = Instant::now() + self.options.delete_wait;
         while !launching.is_empty() || !deleting.is_empty() {
             tokio::time::sleep(self.options.poll_interval).await;
@@ -1176,24 +1197,45 @@ impl Applier {
                             public_ipv6: s.public_ipv6.map(|a| a.to_string()),
                             az: s.availability_zone.clone(),
                         };
-                        let r = self.write(|w| {
-                            mark_ready(w, &l.node_id, &l.server_id, &addrs)?;
-                            w.journal_done(l.journal).map(|_| ())
-                        });
-                        match r {
-                            Ok(()) => {
-                                report.done += 1;
-                                self.report(ApplyEvent::Done {
-                                    address: l.address.clone(),
-                                    detail: format!(
-                                        "ready at {}",
-                                        addrs.interface_ip().unwrap_or_else(|| "no address".into())
-                                    ),
-                                });
+                        let keys = match self.host_keys(&mut l, &addrs, p).await {
+                            std::task::Poll::Pending => {
+                                still.push(l);
+                                continue;
                             }
-                            Err(e) => report.failed.push((l.address.clone(), e.to_string())),
+                            std::task::Poll::Ready(r) => r,
+                        };
+                        match keys {
+                            Ok(keys) => {
+                                let r = self.write(|w| {
+                                    mark_ready(w, &l.node_id, &l.server_id, &addrs, &keys)?;
+                                    w.journal_done(l.journal).map(|_| ())
+                                });
+                                match r {
+                                    Ok(()) => {
+                                        report.done += 1;
+                                        self.report(ApplyEvent::Done {
+                                            address: l.address.clone(),
+                                            detail: format!(
+                                                "ready at {}{}",
+                                                addrs
+                                                    .interface_ip()
+                                                    .unwrap_or_else(|| "no address".into()),
+                                                if keys.is_empty() {
+                                                    String::new()
+                                                } else {
+                                                    format!(" ({} SSH host keys)", keys.len())
+                                                }
+                                            ),
+                                        });
+                                    }
+                                    Err(e) => {
+                                        report.failed.push((l.address.clone(), e.to_string()))
+                                    }
+                                }
+                                continue;
+                            }
+                            Err(why) => Some((why, false)),
                         }
-                        continue;
                     }
                     (Some(s), Some("ERROR")) => Some((
                         format!(
@@ -1206,8 +1248,8 @@ impl Applier {
                         s.fault.as_ref().is_some_and(|f| f.is_quota()),
                     )),
                     (None, _) => Some(("server vanished while building".to_owned(), false)),
-                    _ if l.since.elapsed() > boot_timeout => Some((
-                        format!("not ACTIVE after boot-timeout {} s", p.boot_timeout),
+                    _ if l.since.elapsed() > launch_timeout => Some((
+                        format!("not ACTIVE after launch-timeout {} s", p.launch_timeout),
                         false,
                     )),
                     _ => None,
@@ -1216,6 +1258,7 @@ impl Applier {
                     still.push(l);
                     continue;
                 };
+                l.scan = None;
                 match self.retry_launch(client, networks, &l, &why, quota).await {
                     Ok(Some(new_server)) => {
                         l.server_id = new_server;
@@ -1235,6 +1278,63 @@ impl Applier {
             }
             launching = still;
         }
+    }
+
+    /// The SSH host keys of a launching node's ACTIVE server: `Ready(Ok([]))` when its pool
+    /// does not check them; otherwise a scan is started (bounded by `boot-timeout`) and polled.
+    async fn host_keys(
+        &self,
+        l: &mut Launching,
+        addrs: &Addresses,
+        provider: &crate::config::model::OpenStackProvider,
+    ) -> std::task::Poll<Result<Vec<String>, String>> {
+        use std::task::Poll;
+        if l.scan.is_none() {
+            let node = self
+                .store
+                .lock()
+                .expect("store")
+                .read()
+                .node(&l.node_id)
+                .ok()
+                .flatten();
+            let port = node.as_ref().and_then(|n| {
+                let (_, pool, _) = self.place(&n.provider, &n.pool, &n.label)?;
+                launch::keyscan_port(pool, &n.details)
+            });
+            let Some(port) = port else {
+                return Poll::Ready(Ok(Vec::new()));
+            };
+            let Some(ip) = addrs
+                .interface_ip()
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            else {
+                return Poll::Ready(Err(
+                    "server is ACTIVE without an address to scan its SSH host keys on".into(),
+                ));
+            };
+            let target = std::net::SocketAddr::new(ip, port);
+            let within = Duration::from_secs(provider.boot_timeout);
+            let interval = self
+                .options
+                .poll_interval
+                .clamp(Duration::from_millis(200), Duration::from_secs(2));
+            tracing::debug!(node = %l.node_id, %target, "scanning SSH host keys");
+            l.scan = Some(Scan {
+                task: tokio::spawn(crate::keyscan::wait_for_host_keys(target, within, interval)),
+            });
+        }
+        let scan = l.scan.as_mut().expect("scan started above");
+        if !scan.task.is_finished() {
+            return Poll::Pending;
+        }
+        let out = match (&mut scan.task).await {
+            Ok(Ok(keys)) => Ok(keys),
+            Ok(Err(e)) => Err(format!("{e} (boot-timeout {} s)", provider.boot_timeout)),
+            Err(e) => Err(format!("host-key scan stopped: {e}")),
+        };
+        l.scan = None;
+        Poll::Ready(out)
     }
 
     /// Another attempt for a failed boot, or `None` when the attempts are used up (the node
@@ -1314,8 +1414,12 @@ fn mark_ready(
     node_id: &str,
     server_id: &str,
     a: &Addresses,
+    host_keys: &[String],
 ) -> Result<(), StateError> {
     w.update_node(node_id, |d| {
+        if !host_keys.is_empty() {
+            d.host_keys = host_keys.to_vec();
+        }
         d.server_id = Some(server_id.to_owned());
         d.public_ipv4 = a.public_ipv4.clone();
         d.private_ipv4 = a.private_ipv4.clone();

@@ -9,6 +9,15 @@ use crate::config::model::{OpenStackProvider, Pool, PoolLabel};
 use crate::state::NodeRequest;
 use std::collections::BTreeMap;
 
+/// The port on which a node's SSH host keys are scanned before it is ready: when its pool
+/// checks host keys (`host-key-checking`, default on) and it is reached over SSH (connection
+/// type `ssh` or `network_cli`); `None` when it is ready as soon as its server is ACTIVE.
+pub fn keyscan_port(pool: &Pool, details: &crate::state::NodeDetails) -> Option<u16> {
+    let ctype = details.connection_type.as_deref().unwrap_or("ssh");
+    (pool.host_key_checking && matches!(ctype, "ssh" | "network_cli"))
+        .then(|| details.connection_port.unwrap_or(22))
+}
+
 /// Replace `{a.b}` fields in `template` from `fields`; unknown fields are left as written.
 pub fn format_fields(template: &str, fields: &BTreeMap<&str, String>) -> String {
     let mut out = String::with_capacity(template.len());

@@ -466,6 +466,26 @@ impl WriteTx<'_> {
         Ok(node)
     }
 
+    /// A new launch attempt of a `building` node (its server was replaced): `state_time`
+    /// restarts, so the per-attempt timeouts count from this attempt.
+    pub fn restart_attempt(&self, id: &str) -> Result<Node, StateError> {
+        let mut node = self.read().node(id)?.ok_or_else(|| not_found(id))?;
+        if node.state != NodeState::Building {
+            return Err(StateError::IllegalTransition {
+                kind: "node",
+                id: id.to_owned(),
+                from: node.state.to_string(),
+                to: "building (new attempt)".into(),
+            });
+        }
+        let now = now_unix();
+        self.tx
+            .prepare_cached("UPDATE nodes SET state_time = ?2 WHERE id = ?1")?
+            .execute(params![id, now])?;
+        node.state_time = now;
+        Ok(node)
+    }
+
     /// Changes a node's details (never its state): `f` edits a copy which is written back.
     pub fn update_node(
         &self,

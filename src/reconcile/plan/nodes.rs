@@ -259,13 +259,19 @@ fn launching(
     let now = world.now;
     let attempts = node.details.launch_attempts;
     let retries = provider.launch_retries.max(1);
-    if now - node.created_at > i64::try_from(provider.launch_timeout).unwrap_or(i64::MAX) {
+    // Each attempt may take launch-timeout to become ACTIVE and boot-timeout more for SSH; a
+    // node older than all its attempts together is given up whatever it is doing.
+    let budget = u64::from(retries).saturating_mul(provider.launch_timeout + provider.boot_timeout);
+    if now - node.created_at > i64::try_from(budget).unwrap_or(i64::MAX) {
         return delete(
             node,
             server,
             format!(
-                "not ready after launch-timeout {} s ({attempts} attempts)",
-                provider.launch_timeout
+                "not ready after {} ({retries} attempts of launch-timeout {} s + boot-timeout {} s; \
+                 {attempts} made)",
+                age(now, node.created_at),
+                provider.launch_timeout,
+                provider.boot_timeout
             ),
         );
     }
@@ -306,6 +312,31 @@ fn launching(
             },
             "an interrupted launch created this server (it carries the node id)".into(),
         ),
+        Some(s)
+            if s.status == "ACTIVE"
+                && let Some(port) = crate::reconcile::launch::keyscan_port(pool, &node.details) =>
+        {
+            let view = world.view(&node.provider)?;
+            let nth = cap.pool_servers(&node.provider, &node.pool);
+            action(
+                ActionKind::AwaitServer {
+                    node_id: node.id.clone(),
+                    provider: node.provider.clone(),
+                    server_id: s.id.clone(),
+                    boot: boot::resolve(world, planned, view, provider, pool, label, nth).ok(),
+                },
+                format!(
+                    "server {} is ACTIVE; ready once its SSH host keys are scanned on {} \
+                     (host-key-checking, up to boot-timeout {} s)",
+                    s.id,
+                    super::Addresses::of(s).interface_ip().map_or_else(
+                        || format!("port {port} (no address yet)"),
+                        |ip| format!("{ip}:{port}")
+                    ),
+                    provider.boot_timeout
+                ),
+            )
+        }
         Some(s) if s.status == "ACTIVE" => action(
             ActionKind::MarkReady {
                 node_id: node.id.clone(),
@@ -322,12 +353,13 @@ fn launching(
             retry(format!("server went to ERROR{}", fault(s)), Some(s), !quota)
         }
         Some(s)
-            if now - node.state_time > i64::try_from(provider.boot_timeout).unwrap_or(i64::MAX) =>
+            if now - node.state_time
+                > i64::try_from(provider.launch_timeout).unwrap_or(i64::MAX) =>
         {
             retry(
                 format!(
-                    "server {} not ACTIVE after boot-timeout {} s (status {})",
-                    s.id, provider.boot_timeout, s.status
+                    "server {} not ACTIVE after launch-timeout {} s (status {})",
+                    s.id, provider.launch_timeout, s.status
                 ),
                 Some(s),
                 true,
@@ -344,11 +376,11 @@ fn launching(
                     boot: boot::resolve(world, planned, view, provider, pool, label, nth).ok(),
                 },
                 format!(
-                    "server {} is {} for {}; waiting up to boot-timeout {} s",
+                    "server {} is {} for {}; waiting up to launch-timeout {} s",
                     s.id,
                     s.status,
                     age(now, node.state_time),
-                    provider.boot_timeout
+                    provider.launch_timeout
                 ),
             )
         }
