@@ -5,7 +5,7 @@ use nodepool::cloud::{
     ApiCall, ClientOptions, CloudError, FloatingIpQuery, ImageQuery, OpenStackClient, PortQuery,
     ServerQuery,
 };
-use nodepool::config::credentials::{AuthMethod, CloudCredentials};
+use nodepool::config::credentials::CloudCredentials;
 use nodepool::secret::Secret;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,25 +19,14 @@ async fn sim() -> SimHandle {
 
 fn client(sim: &SimHandle, request_timeout: Duration) -> OpenStackClient {
     let creds = CloudCredentials {
-        source: "cloudsim".into(),
-        auth_url: sim.auth_url(),
-        auth: AuthMethod::Password {
-            username: Some("nodepool".into()),
-            user_id: None,
-            password: Secret::new("nodepool"),
-            user_domain_name: Some("Default".into()),
-            user_domain_id: None,
-            project_name: Some("nodepool".into()),
-            project_id: None,
-            project_domain_name: Some("Default".into()),
-            project_domain_id: None,
-        },
         region_name: Some("RegionOne".into()),
-        interface: "public".into(),
-        verify: true,
-        cacert: None,
-        endpoint_overrides: Vec::new(),
-        image_format: None,
+        ..CloudCredentials::password(
+            "cloudsim",
+            sim.auth_url(),
+            "nodepool",
+            Secret::new("nodepool"),
+            "nodepool",
+        )
     };
     let opts = ClientOptions {
         rate: Duration::ZERO,

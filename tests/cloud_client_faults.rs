@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nodepool::cloud::{ClientOptions, CloudError, CreateServer, OpenStackClient, ServerQuery};
-use nodepool::config::credentials::{AuthMethod, CloudCredentials};
+use nodepool::config::credentials::CloudCredentials;
 use nodepool::secret::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -175,25 +175,14 @@ impl Fake {
 
     fn client(&self, opts: ClientOptions) -> OpenStackClient {
         let creds = CloudCredentials {
-            source: "inline provider fake".into(),
-            auth_url: format!("{}/v3", self.url),
-            auth: AuthMethod::Password {
-                username: Some("nodepool".into()),
-                user_id: None,
-                password: Secret::new("hunter2-secret"),
-                user_domain_name: Some("Default".into()),
-                user_domain_id: None,
-                project_name: Some("nodepool".into()),
-                project_id: None,
-                project_domain_name: Some("Default".into()),
-                project_domain_id: None,
-            },
             region_name: Some("RegionOne".into()),
-            interface: "public".into(),
-            verify: true,
-            cacert: None,
-            endpoint_overrides: Vec::new(),
-            image_format: None,
+            ..CloudCredentials::password(
+                "inline provider fake",
+                format!("{}/v3", self.url),
+                "nodepool",
+                Secret::new("hunter2-secret"),
+                "nodepool",
+            )
         };
         OpenStackClient::new(creds, opts).unwrap()
     }

@@ -6,7 +6,7 @@ mod cloud_surface;
 
 use cloud_surface::SurfaceTarget;
 use cloudsim::{SimConfig, SimHandle, Simulator};
-use nodepool::config::credentials::{AuthMethod, CloudCredentials};
+use nodepool::config::credentials::CloudCredentials;
 use nodepool::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,25 +24,14 @@ async fn target() -> (SimHandle, SurfaceTarget) {
     );
     let sim = Simulator::start(config).await.expect("simulator starts");
     let creds = CloudCredentials {
-        source: "cloudsim".into(),
-        auth_url: sim.auth_url(),
-        auth: AuthMethod::Password {
-            username: Some("nodepool".into()),
-            user_id: None,
-            password: Secret::new("nodepool"),
-            user_domain_name: Some("Default".into()),
-            user_domain_id: None,
-            project_name: Some("nodepool".into()),
-            project_id: None,
-            project_domain_name: Some("Default".into()),
-            project_domain_id: None,
-        },
         region_name: Some("RegionOne".into()),
-        interface: "public".into(),
-        verify: true,
-        cacert: None,
-        endpoint_overrides: Vec::new(),
-        image_format: None,
+        ..CloudCredentials::password(
+            "cloudsim",
+            sim.auth_url(),
+            "nodepool",
+            Secret::new("nodepool"),
+            "nodepool",
+        )
     };
     let t = SurfaceTarget {
         creds,

@@ -2,32 +2,21 @@
 
 use cloudsim::{FaultAction, FaultRule, SimConfig, Simulator};
 use nodepool::cloud::{ClientOptions, OpenStackClient};
-use nodepool::config::credentials::{AuthMethod, CloudCredentials};
+use nodepool::config::credentials::CloudCredentials;
 use nodepool::daemon::metrics::Metrics;
 use nodepool::secret::Secret;
 use std::time::Duration;
 
 fn client(auth_url: String) -> OpenStackClient {
     let creds = CloudCredentials {
-        source: "cloudsim".into(),
-        auth_url,
-        auth: AuthMethod::Password {
-            username: Some("nodepool".into()),
-            user_id: None,
-            password: Secret::new("nodepool"),
-            user_domain_name: Some("Default".into()),
-            user_domain_id: None,
-            project_name: Some("nodepool".into()),
-            project_id: None,
-            project_domain_name: Some("Default".into()),
-            project_domain_id: None,
-        },
         region_name: Some("RegionOne".into()),
-        interface: "public".into(),
-        verify: true,
-        cacert: None,
-        endpoint_overrides: Vec::new(),
-        image_format: None,
+        ..CloudCredentials::password(
+            "cloudsim",
+            auth_url,
+            "nodepool",
+            Secret::new("nodepool"),
+            "nodepool",
+        )
     };
     let opts = ClientOptions {
         rate: Duration::ZERO,

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use nodepool::config::credentials::{AuthMethod, CloudCredentials};
+use nodepool::config::credentials::CloudCredentials;
 use nodepool::secret::Secret;
 use nodepool::state::{
     ConfigStatus, LeakKind, NewConfigRevision, NewJournalEntry, NewNode, NewRequest, NodeState,
@@ -212,25 +212,15 @@ fn no_secret_reaches_the_database_file() {
     const SECRET: &str = "MARKER-secret-5f1d9c3e-never-store";
     const VISIBLE: &str = "MARKER-visible-0c7a";
     let creds = CloudCredentials {
-        source: "clouds.yaml:rax".into(),
-        auth_url: "https://identity.example/v3".into(),
-        auth: AuthMethod::Password {
-            username: Some("ci-bot".into()),
-            user_id: None,
-            password: Secret::new(SECRET),
-            user_domain_name: Some("Default".into()),
-            user_domain_id: None,
-            project_name: Some("ci".into()),
-            project_id: None,
-            project_domain_name: Some("Default".into()),
-            project_domain_id: None,
-        },
         region_name: Some("DFW".into()),
-        interface: "public".into(),
-        verify: true,
-        cacert: None,
-        endpoint_overrides: vec![],
         image_format: Some("qcow2".into()),
+        ..CloudCredentials::password(
+            "clouds.yaml:rax",
+            "https://identity.example/v3",
+            "ci-bot",
+            Secret::new(SECRET),
+            "ci",
+        )
     };
     let token = Secret::new(SECRET);
 

@@ -74,6 +74,38 @@ pub struct CredentialsSummary {
 }
 
 impl CloudCredentials {
+    /// Keystone v3 password authentication of `username` in `project`, both in the `Default`
+    /// domain, on the public interface with TLS verified (what most clouds.yaml entries say).
+    pub fn password(
+        source: impl Into<String>,
+        auth_url: impl Into<String>,
+        username: impl Into<String>,
+        password: Secret,
+        project: impl Into<String>,
+    ) -> Self {
+        CloudCredentials {
+            source: source.into(),
+            auth_url: auth_url.into(),
+            auth: AuthMethod::Password {
+                username: Some(username.into()),
+                user_id: None,
+                password,
+                user_domain_name: Some("Default".into()),
+                user_domain_id: None,
+                project_name: Some(project.into()),
+                project_id: None,
+                project_domain_name: Some("Default".into()),
+                project_domain_id: None,
+            },
+            region_name: None,
+            interface: "public".into(),
+            verify: true,
+            cacert: None,
+            endpoint_overrides: Vec::new(),
+            image_format: None,
+        }
+    }
+
     pub fn describe(&self) -> CredentialsSummary {
         let (auth_type, user, project) = match &self.auth {
             AuthMethod::Password {

@@ -1280,6 +1280,17 @@ impl Applier {
         }
     }
 
+    /// A node's current record (`None` if it is gone or cannot be read).
+    fn node(&self, id: &str) -> Option<crate::state::Node> {
+        self.store
+            .lock()
+            .expect("store")
+            .read()
+            .node(id)
+            .ok()
+            .flatten()
+    }
+
     /// The SSH host keys of a launching node's ACTIVE server: `Ready(Ok([]))` when its pool
     /// does not check them; otherwise a scan is started (bounded by `boot-timeout`) and polled.
     async fn host_keys(
@@ -1290,15 +1301,7 @@ impl Applier {
     ) -> std::task::Poll<Result<Vec<String>, String>> {
         use std::task::Poll;
         if l.scan.is_none() {
-            let node = self
-                .store
-                .lock()
-                .expect("store")
-                .read()
-                .node(&l.node_id)
-                .ok()
-                .flatten();
-            let port = node.as_ref().and_then(|n| {
+            let port = self.node(&l.node_id).and_then(|n| {
                 let (_, pool, _) = self.place(&n.provider, &n.pool, &n.label)?;
                 launch::keyscan_port(pool, &n.details)
             });
@@ -1347,15 +1350,9 @@ impl Applier {
         why: &str,
         quota: bool,
     ) -> Result<Option<String>, String> {
-        let node = self
-            .store
-            .lock()
-            .expect("store")
-            .read()
-            .node(&l.node_id)
-            .ok()
-            .flatten();
-        let Some(node) = node else { return Ok(None) };
+        let Some(node) = self.node(&l.node_id) else {
+            return Ok(None);
+        };
         let Some(provider) = self.config.provider(&node.provider) else {
             return Ok(None);
         };

@@ -304,6 +304,20 @@ fn launching(
             Err(e) => delete(node, server, format!("{why}; cannot launch again: {e}")),
         }
     };
+    // Wait for the server (it is booting, or its SSH host keys are being scanned).
+    let await_server = |s: &ObservedServer, why: String| -> Option<Action> {
+        let view = world.view(&node.provider)?;
+        let nth = cap.pool_servers(&node.provider, &node.pool);
+        action(
+            ActionKind::AwaitServer {
+                node_id: node.id.clone(),
+                provider: node.provider.clone(),
+                server_id: s.id.clone(),
+                boot: boot::resolve(world, planned, view, provider, pool, label, nth).ok(),
+            },
+            why,
+        )
+    };
     match server {
         Some(s) if node.details.server_id.is_none() => action(
             ActionKind::AdoptServer {
@@ -316,15 +330,8 @@ fn launching(
             if s.status == "ACTIVE"
                 && let Some(port) = crate::reconcile::launch::keyscan_port(pool, &node.details) =>
         {
-            let view = world.view(&node.provider)?;
-            let nth = cap.pool_servers(&node.provider, &node.pool);
-            action(
-                ActionKind::AwaitServer {
-                    node_id: node.id.clone(),
-                    provider: node.provider.clone(),
-                    server_id: s.id.clone(),
-                    boot: boot::resolve(world, planned, view, provider, pool, label, nth).ok(),
-                },
+            await_server(
+                s,
                 format!(
                     "server {} is ACTIVE; ready once its SSH host keys are scanned on {} \
                      (host-key-checking, up to boot-timeout {} s)",
@@ -365,25 +372,16 @@ fn launching(
                 true,
             )
         }
-        Some(s) => {
-            let view = world.view(&node.provider)?;
-            let nth = cap.pool_servers(&node.provider, &node.pool);
-            action(
-                ActionKind::AwaitServer {
-                    node_id: node.id.clone(),
-                    provider: node.provider.clone(),
-                    server_id: s.id.clone(),
-                    boot: boot::resolve(world, planned, view, provider, pool, label, nth).ok(),
-                },
-                format!(
-                    "server {} is {} for {}; waiting up to launch-timeout {} s",
-                    s.id,
-                    s.status,
-                    age(now, node.state_time),
-                    provider.launch_timeout
-                ),
-            )
-        }
+        Some(s) => await_server(
+            s,
+            format!(
+                "server {} is {} for {}; waiting up to launch-timeout {} s",
+                s.id,
+                s.status,
+                age(now, node.state_time),
+                provider.launch_timeout
+            ),
+        ),
         None if node.state == NodeState::Init => {
             retry("the create request was never confirmed".into(), None, false)
         }
