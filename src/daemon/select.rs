@@ -204,6 +204,7 @@ mod tests {
                         node_id: "1".into(),
                         provider: "east".into(),
                         server_id: None,
+                        floating_ips: vec![],
                     },
                 ),
                 action(

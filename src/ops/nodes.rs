@@ -179,10 +179,12 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
             address: node_address(&n.provider, &n.pool, &n.label, &n.id),
             reason: format!("erase {provider}: node in state {}", n.state),
             kind: match server {
+                // Its floating IPs: `with_floating_ips` below.
                 Some(sid) => ActionKind::DeleteNode {
                     node_id: n.id.clone(),
                     provider: provider.to_owned(),
                     server_id: Some(sid),
+                    floating_ips: Vec::new(),
                 },
                 None => ActionKind::ForgetNode {
                     node_id: n.id.clone(),
@@ -258,6 +260,7 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
         }
     }
     crate::reconcile::plan::order(&mut plan);
+    crate::reconcile::plan::with_floating_ips(world, &mut plan);
     Ok(plan)
 }
 

@@ -106,6 +106,8 @@ struct Launching {
     since: Instant,
     /// The host-key scan of its ACTIVE server (`host-key-checking`), once started.
     scan: Option<Scan>,
+    /// Once settled: the floating IP given to its ACTIVE server (`Some(None)`: none needed).
+    floating_ip: Option<Option<String>>,
 }
 
 /// A host-key scan running beside the wait loop; aborted if the launch is given up.
@@ -522,6 +524,7 @@ impl Applier {
                         journal: j,
                         since: Instant::now(),
                         scan: None,
+                        floating_ip: None,
                     })),
                     Err(e) => {
                         let msg = e.to_string();
@@ -585,6 +588,7 @@ impl Applier {
                         journal: j,
                         since: Instant::now(),
                         scan: None,
+                        floating_ip: None,
                     })),
                     Err(e) => {
                         let msg = e.to_string();
@@ -594,7 +598,10 @@ impl Applier {
                 }
             }
             ActionKind::DeleteNode {
-                node_id, server_id, ..
+                node_id,
+                server_id,
+                floating_ips,
+                ..
             } => {
                 let j = match self.write(|w| {
                     let j = self.journal(w, seq, "delete-server", a)?;
@@ -609,6 +616,19 @@ impl Applier {
                     Ok(j) => j,
                     Err(e) => return failed(e.to_string()),
                 };
+                // Its floating IPs first: once the server is gone they would be attached to
+                // nothing, and nothing would say they were this node's.
+                for fip in floating_ips {
+                    match client.delete_floating_ip(fip).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => {
+                            let msg = format!("floating IP {fip}: {e}");
+                            self.finish(j, &Err(msg.clone()));
+                            return failed(msg);
+                        }
+                    }
+                }
                 match server_id {
                     Some(sid) => match delete_server(client, sid).await {
                         Ok(()) => Step::Deleting(Deleting {
@@ -670,6 +690,7 @@ impl Applier {
                         .checked_sub(elapsed)
                         .unwrap_or_else(Instant::now),
                     scan: None,
+                    floating_ip: None,
                 }))
             }
             ActionKind::DeleteLeak {
@@ -1191,12 +1212,37 @@ impl Applier {
                 let status = server.map(|s| s.status.as_str().to_owned());
                 let failure = match (server, status.as_deref()) {
                     (Some(s), Some("ACTIVE")) => {
-                        let addrs = Addresses {
+                        let mut addrs = Addresses {
                             public_ipv4: s.public_ipv4.map(|a| a.to_string()),
                             private_ipv4: s.private_ipv4.map(|a| a.to_string()),
                             public_ipv6: s.public_ipv6.map(|a| a.to_string()),
                             az: s.availability_zone.clone(),
                         };
+                        if l.floating_ip.is_none() {
+                            match self.floating_ip(client, &l, &addrs).await {
+                                Ok(fip) => l.floating_ip = Some(fip),
+                                Err(why) => {
+                                    // Not this attempt's fault: the next poll tries again,
+                                    // within launch-timeout.
+                                    tracing::warn!(node = %l.node_id, error = %why, "cannot attach a floating IP yet");
+                                    if l.since.elapsed() > launch_timeout {
+                                        let msg = format!("launch failed: {why}");
+                                        self.finish(l.journal, &Err(msg.clone()));
+                                        report.failed.push((l.address.clone(), msg.clone()));
+                                        self.report(ApplyEvent::Failed {
+                                            address: l.address.clone(),
+                                            error: msg,
+                                        });
+                                    } else {
+                                        still.push(l);
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
+                        if let Some(Some(ip)) = &l.floating_ip {
+                            addrs.public_ipv4 = Some(ip.clone());
+                        }
                         let keys = match self.host_keys(&mut l, &addrs, p).await {
                             std::task::Poll::Pending => {
                                 still.push(l);
@@ -1259,6 +1305,7 @@ impl Applier {
                     continue;
                 };
                 l.scan = None;
+                l.floating_ip = None;
                 match self.retry_launch(client, networks, &l, &why, quota).await {
                     Ok(Some(new_server)) => {
                         l.server_id = new_server;
@@ -1289,6 +1336,67 @@ impl Applier {
             .node(id)
             .ok()
             .flatten()
+    }
+
+    /// `auto-floating-ip` (upstream's default): an ACTIVE server with no public address gets a
+    /// floating IP from the cloud's external network on its port. Returns the address, or
+    /// `None` when the pool does not want one or the server has a public address.
+    ///
+    /// Idempotent, so an interrupted attempt never allocates two: an address already on the
+    /// server's port is used. No journal entry of its own: the node's launch entry is still
+    /// open, and the node's deletion deletes the floating IPs on its server.
+    async fn floating_ip(
+        &self,
+        client: &OpenStackClient,
+        l: &Launching,
+        addrs: &Addresses,
+    ) -> Result<Option<String>, String> {
+        let wanted = self.node(&l.node_id).is_some_and(|n| {
+            self.place(&n.provider, &n.pool, &n.label)
+                .is_some_and(|(_, pool, _)| pool.auto_floating_ip)
+        });
+        if !wanted || addrs.public_ipv4.is_some() || addrs.public_ipv6.is_some() {
+            return Ok(None);
+        }
+        let ports = client
+            .list_ports(&crate::cloud::PortQuery {
+                device_id: Some(l.server_id.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("auto-floating-ip: ports of server {}: {e}", l.server_id))?;
+        let Some(port) = ports.first() else {
+            return Err(format!(
+                "auto-floating-ip: server {} has no port yet",
+                l.server_id
+            ));
+        };
+        let on_port = client
+            .list_floating_ips(&crate::cloud::FloatingIpQuery {
+                port_id: Some(port.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("auto-floating-ip: floating IPs of port {}: {e}", port.id))?;
+        if let Some(f) = on_port.first() {
+            return Ok(Some(f.floating_ip_address.clone()));
+        }
+        let external = client
+            .list_networks(None, true)
+            .await
+            .map_err(|e| format!("auto-floating-ip: external networks: {e}"))?;
+        let Some(net) = external.first() else {
+            // A cloud without floating IPs (as openstacksdk decides it): the server is
+            // reached on the address it has.
+            tracing::debug!(node = %l.node_id, "no external network: no floating IP");
+            return Ok(None);
+        };
+        let fip = client
+            .create_floating_ip(&net.id, Some(&port.id))
+            .await
+            .map_err(|e| format!("auto-floating-ip: on network {}: {e}", net.name))?;
+        tracing::info!(node = %l.node_id, address = %fip.floating_ip_address, "floating IP attached");
+        Ok(Some(fip.floating_ip_address))
     }
 
     /// The SSH host keys of a launching node's ACTIVE server: `Ready(Ok([]))` when its pool

@@ -12,6 +12,8 @@ pub mod images;
 mod leaks;
 mod nodes;
 
+pub use nodes::with_floating_ips;
+
 use super::world::World;
 use crate::config::Config;
 use crate::state::LeakKind;
@@ -214,12 +216,15 @@ pub enum ActionKind {
     },
     /// A node whose launch was interrupted has a server carrying its id: record it.
     AdoptServer { node_id: String, server_id: String },
-    /// Delete a node: its server (if any) and then its record.
+    /// Delete a node: the floating IPs on its server, its server (if any), then its record.
     DeleteNode {
         node_id: String,
         provider: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         server_id: Option<String>,
+        /// Floating IPs attached to its server (`auto-floating-ip`): deleted with it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        floating_ips: Vec<String>,
     },
     /// A record whose server the cloud no longer has: remove the record only.
     ForgetNode { node_id: String },
@@ -338,6 +343,7 @@ pub fn plan_with(config: &Config, world: &World, opts: &PlanOptions) -> Plan {
     images::plan_images(config, world, opts, &mut out);
     // 1. Existing nodes: their lifecycle, drains, expiries, stale records.
     nodes::plan_nodes(config, world, &mut cap, &mut out);
+    nodes::with_floating_ips(world, &mut out);
     // 2. Resources in the clouds that nothing owns.
     leaks::plan_leaks(config, world, &mut out);
     // 3. Demand: open requests first (priority order), then min-ready.

@@ -129,9 +129,54 @@ fn delete(node: &Node, server: Option<&ObservedServer>, reason: String) -> Optio
             server_id: server
                 .map(|s| s.id.clone())
                 .or_else(|| node.details.server_id.clone()),
+            floating_ips: Vec::new(),
         },
         reason,
     )
+}
+
+/// The floating IPs on the servers of nodes being deleted go with them (as upstream, which
+/// deletes a server's IPs with it): those attached and carrying the address recorded for the
+/// node or reported for its server.
+pub fn with_floating_ips(world: &World, out: &mut Plan) {
+    for a in &mut out.actions {
+        let ActionKind::DeleteNode {
+            node_id,
+            provider,
+            server_id,
+            floating_ips,
+        } = &mut a.kind
+        else {
+            continue;
+        };
+        let Some(view) = world.view(provider) else {
+            continue;
+        };
+        let recorded = world
+            .nodes
+            .iter()
+            .find(|n| &n.id == node_id)
+            .and_then(|n| n.details.public_ipv4.clone());
+        let reported = server_id.as_deref().and_then(|sid| {
+            let s = view.servers.iter().find(|s| s.id == sid)?;
+            super::Addresses::of(s).public_ipv4
+        });
+        let attached: Vec<_> = view
+            .floating_ips
+            .iter()
+            .filter(|f| {
+                f.port_id.is_some()
+                    && (recorded.as_deref() == Some(f.address.as_str())
+                        || reported.as_deref() == Some(f.address.as_str()))
+            })
+            .collect();
+        if attached.is_empty() {
+            continue;
+        }
+        *floating_ips = attached.iter().map(|f| f.id.clone()).collect();
+        let shown: Vec<&str> = attached.iter().map(|f| f.address.as_str()).collect();
+        a.reason = format!("{}; with its floating IP {}", a.reason, shown.join(", "));
+    }
 }
 
 fn forget(node: &Node, reason: String) -> Option<Action> {
@@ -326,32 +371,47 @@ fn launching(
             },
             "an interrupted launch created this server (it carries the node id)".into(),
         ),
-        Some(s)
-            if s.status == "ACTIVE"
-                && let Some(port) = crate::reconcile::launch::keyscan_port(pool, &node.details) =>
-        {
-            await_server(
-                s,
-                format!(
-                    "server {} is ACTIVE; ready once its SSH host keys are scanned on {} \
-                     (host-key-checking, up to boot-timeout {} s)",
-                    s.id,
-                    super::Addresses::of(s).interface_ip().map_or_else(
-                        || format!("port {port} (no address yet)"),
-                        |ip| format!("{ip}:{port}")
-                    ),
+        Some(s) if s.status == "ACTIVE" => {
+            let addresses = super::Addresses::of(s);
+            // What stands between ACTIVE and ready (both done by the applier's wait).
+            let mut steps = Vec::new();
+            let floating = pool.auto_floating_ip
+                && addresses.public_ipv4.is_none()
+                && addresses.public_ipv6.is_none();
+            if floating {
+                steps.push("a floating IP is attached (auto-floating-ip)".to_owned());
+            }
+            if let Some(port) = crate::reconcile::launch::keyscan_port(pool, &node.details) {
+                steps.push(format!(
+                    "its SSH host keys are scanned on {} (host-key-checking, up to boot-timeout \
+                     {} s)",
+                    match addresses.interface_ip() {
+                        Some(ip) if !floating => format!("{ip}:{port}"),
+                        _ => format!("port {port}"),
+                    },
                     provider.boot_timeout
-                ),
-            )
+                ));
+            }
+            if steps.is_empty() {
+                action(
+                    ActionKind::MarkReady {
+                        node_id: node.id.clone(),
+                        server_id: s.id.clone(),
+                        addresses,
+                    },
+                    format!("server {} is ACTIVE", s.id),
+                )
+            } else {
+                await_server(
+                    s,
+                    format!(
+                        "server {} is ACTIVE; ready once {}",
+                        s.id,
+                        steps.join(" and ")
+                    ),
+                )
+            }
         }
-        Some(s) if s.status == "ACTIVE" => action(
-            ActionKind::MarkReady {
-                node_id: node.id.clone(),
-                server_id: s.id.clone(),
-                addresses: super::Addresses::of(s),
-            },
-            format!("server {} is ACTIVE", s.id),
-        ),
         Some(s) if s.status == "ERROR" => {
             let quota = s
                 .fault
@@ -456,6 +516,7 @@ fn drain_surplus(config: &Config, world: &World, out: &mut Plan) {
                     node_id: n.id.clone(),
                     provider: n.provider.clone(),
                     server_id: n.details.server_id.clone(),
+                    floating_ips: Vec::new(),
                 },
             });
         }
