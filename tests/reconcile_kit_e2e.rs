@@ -1,6 +1,7 @@
 //! End to end against the real OpenStack kit (Keystone, Glance, Nova with the fake driver):
 //! min-ready 2 → two ACTIVE servers with our metadata; raise to 3 → one more; a request and its
-//! release → the node is deleted and replaced.
+//! release → the node is deleted and replaced; `auto-floating-ip` → a floating IP from the
+//! external network, shown by Nova, deleted with the node.
 //!
 //! Needs `eval "$(testing/openstack/stack env)"` (OS_CLIENT_CONFIG_FILE, OSKIT_INFO); without it
 //! the test says why it skipped and passes.
@@ -163,5 +164,89 @@ async fn kit_min_ready_request_release() {
             .nodes()
             .unwrap()
             .is_empty()
+    );
+}
+
+/// `auto-floating-ip` against the kit's Nova and Neutron: the server (on the private network)
+/// gets a floating IP from the external network before its node is ready, Nova reports it as
+/// the server's floating address, and it is deleted with the node. Its own provider name, so
+/// the test above never takes its server for a leak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kit_auto_floating_ip() {
+    let (Some(clouds), Some(_)) = (
+        std::env::var_os("OS_CLIENT_CONFIG_FILE"),
+        std::env::var_os("OSKIT_INFO"),
+    ) else {
+        eprintln!(
+            "kit_auto_floating_ip: skipped: no OpenStack kit (see testing/openstack/NODEPOOL.md)"
+        );
+        return;
+    };
+    let config = |min_ready: u32, max_servers: u32| {
+        config(min_ready)
+            .replace("name: kit\n", "name: kit-fip\n")
+            .replace("auto-floating-ip: false", "auto-floating-ip: true")
+            .replace("max-servers: 4", &format!("max-servers: {max_servers}"))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config: dir.path().join("nodepool.yaml"),
+        secure: None,
+        clouds: Some(clouds.into()),
+        state: dir.path().join("state.db"),
+    };
+    std::fs::write(&paths.config, config(1, 1)).unwrap();
+    converge(&paths).await;
+    let ws = Workspace::open(paths.clone()).unwrap();
+    let nodes = ws.store.read().nodes().unwrap();
+    assert_eq!(nodes.len(), 1);
+    let n = &nodes[0];
+    assert_eq!(n.state, NodeState::Ready);
+    let client = ws.clients["kit-fip"].clone();
+    let address = n.details.public_ipv4.clone().expect("a floating IP");
+    assert_eq!(n.details.interface_ip.as_deref(), Some(address.as_str()));
+    let fips = client
+        .list_floating_ips(&nodepool::cloud::FloatingIpQuery {
+            floating_ip_address: Some(address.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(fips.len(), 1, "{fips:#?}");
+    assert!(fips[0].port_id.is_some(), "attached: {:?}", fips[0]);
+    // Real Nova learns the address from Neutron (network-changed event, then its cache).
+    let server_id = n.details.server_id.clone().unwrap();
+    let mut seen = None;
+    for _ in 0..40 {
+        let s = client.get_server(&server_id).await.unwrap();
+        seen = s.public_ipv4.map(|a| a.to_string());
+        if seen.as_deref() == Some(address.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        seen.as_deref(),
+        Some(address.as_str()),
+        "Nova shows the floating IP"
+    );
+    drop(ws);
+
+    std::fs::write(&paths.config, config(0, 0)).unwrap();
+    converge(&paths).await;
+    assert!(
+        client.get_server(&server_id).await.is_err(),
+        "server deleted"
+    );
+    let left = client
+        .list_floating_ips(&nodepool::cloud::FloatingIpQuery {
+            floating_ip_address: Some(address.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "the floating IP went with the node: {left:#?}"
     );
 }
