@@ -82,7 +82,7 @@ async fn scan_type(
         Err(_) => {
             return Err(KeyscanError::Connect {
                 addr,
-                reason: format!("no answer within {} s", timeout.as_secs()),
+                reason: format!("no answer within {:.1} s", timeout.as_secs_f64()),
             });
         }
     };
@@ -115,7 +115,7 @@ async fn scan_type(
         }),
         (None, Err(_)) => Err(KeyscanError::Handshake {
             addr,
-            reason: format!("no key exchange within {} s", timeout.as_secs()),
+            reason: format!("no key exchange within {:.1} s", timeout.as_secs_f64()),
         }),
     }
 }

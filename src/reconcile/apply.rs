@@ -121,6 +121,9 @@ impl Drop for Scan {
     }
 }
 
+/// Lines of a failed server's console logged with `console-log`.
+const CONSOLE_LINES: u32 = 50;
+
 /// A server deleted in this apply, waited for until it is gone (then the row goes too).
 struct Deleting {
     node_id: String,
@@ -569,6 +572,9 @@ impl Applier {
                     Ok(j) => j,
                     Err(e) => return failed(e.to_string()),
                 };
+                if let Some(old) = server_id {
+                    self.log_console(client, &node, old, &a.reason).await;
+                }
                 if let Some(old) = server_id
                     && let Err(e) = delete_server(client, old).await
                 {
@@ -1327,6 +1333,38 @@ impl Applier {
         }
     }
 
+    /// `console-log`: the end of a failed server's console, logged before the server goes
+    /// (best effort: a server that never ran has none).
+    async fn log_console(
+        &self,
+        client: &OpenStackClient,
+        node: &crate::state::Node,
+        server_id: &str,
+        why: &str,
+    ) {
+        let wanted = self
+            .place(&node.provider, &node.pool, &node.label)
+            .is_some_and(|(_, _, label)| label.console_log);
+        if !wanted {
+            return;
+        }
+        match client.console_output(server_id, Some(CONSOLE_LINES)).await {
+            Ok(console) => tracing::warn!(
+                node = %node.id,
+                server = server_id,
+                reason = why,
+                %console,
+                "console log of a failed launch"
+            ),
+            Err(e) => tracing::info!(
+                node = %node.id,
+                server = server_id,
+                error = %e,
+                "no console log of the failed launch"
+            ),
+        }
+    }
+
     /// A node's current record (`None` if it is gone or cannot be read).
     fn node(&self, id: &str) -> Option<crate::state::Node> {
         self.store
@@ -1465,6 +1503,7 @@ impl Applier {
             return Ok(None);
         };
         let Some(boot) = &l.boot else { return Ok(None) };
+        self.log_console(client, &node, &l.server_id, why).await;
         let _ = delete_server(client, &l.server_id).await;
         if !quota && node.details.launch_attempts >= provider.launch_retries.max(1) {
             let _ = self.write(|w| {
