@@ -144,6 +144,10 @@ async fn follows_commits_rejects_invalid_ones_serves_requests_and_stops_on_sigte
     let node_id = node["id"].as_str().unwrap().to_owned();
     assert!(node["interface_ip"].is_string(), "{request:#}");
     assert_eq!(node["label"], "small");
+    assert_eq!(
+        node["attributes"]["executor-zone"], "east-zone",
+        "the pool's node-attributes: {request:#}"
+    );
 
     // Release → the node is deleted and replaced; no server is left behind.
     let released = env

@@ -162,7 +162,12 @@ fn fixtures_of_every_version_open_and_upgrade() {
             assert_eq!(pauses[0].image_name, "ubuntu-jammy");
             assert_eq!(pauses[0].reason.as_deref(), Some("kernel regression"));
             assert_eq!(pruned, &["qcow2"]);
+            assert_eq!(
+                nodes[0].details.attributes.get("executor-zone"),
+                Some(&serde_json::json!("dfw"))
+            );
         } else {
+            assert!(nodes[0].details.attributes.is_empty());
             assert!(pauses.is_empty());
             assert!(pruned.is_empty());
         }

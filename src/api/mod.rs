@@ -265,6 +265,8 @@ struct NodeView {
     python_path: Option<String>,
     shell_type: Option<String>,
     host_keys: Vec<String>,
+    /// The pool's `node-attributes` at launch.
+    attributes: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl From<&Node> for NodeView {
@@ -290,6 +292,7 @@ impl From<&Node> for NodeView {
             python_path: d.python_path.clone(),
             shell_type: d.shell_type.clone(),
             host_keys: d.host_keys.clone(),
+            attributes: d.attributes.clone(),
         }
     }
 }

@@ -468,7 +468,7 @@ impl Applier {
                 boot,
                 request,
             } => {
-                let Some((p, _, lb)) = self.place(provider, pool, label) else {
+                let Some((p, pool_config, lb)) = self.place(provider, pool, label) else {
                     return failed(format!("{provider}.{pool}.{label} is no longer configured"));
                 };
                 let boot = match self.resolve_after(boot) {
@@ -500,6 +500,11 @@ impl Applier {
                         cores: u32::try_from(boot.vcpus).ok(),
                         ram: u32::try_from(boot.ram_mb).ok(),
                         instances: Some(1),
+                        attributes: pool_config
+                            .node_attributes
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                         ..NodeDetails::default()
                     },
                 };

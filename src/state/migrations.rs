@@ -28,7 +28,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        description: "image pauses; formats pruned from a build's files",
+        description: "image pauses; formats pruned from a build's files; node attributes",
         sql: include_str!("schema_v2.sql"),
     },
 ];

@@ -123,6 +123,9 @@ pub struct NodeDetails {
     /// Quota instances the node counts for (normally 1).
     pub instances: Option<u32>,
     pub last_error: Option<String>,
+    /// The pool's `node-attributes` when the node was launched, passed on to its user.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// A node row.
@@ -241,7 +244,7 @@ const CORE_COLUMNS: [&str; 8] = [
 ];
 
 /// [`NodeDetails`] columns, in field order: indices 8.. of every node SELECT.
-const DETAIL_COLUMNS: [&str; 28] = [
+const DETAIL_COLUMNS: [&str; 29] = [
     "server_id",
     "public_ipv4",
     "private_ipv4",
@@ -270,6 +273,7 @@ const DETAIL_COLUMNS: [&str; 28] = [
     "ram",
     "instances",
     "last_error",
+    "attributes",
 ];
 
 static SELECT: LazyLock<String> = LazyLock::new(|| {
@@ -306,6 +310,16 @@ static UPDATE_DETAILS: LazyLock<String> = LazyLock::new(|| {
 });
 
 fn json_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn json_map(
+    row: &Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<std::collections::BTreeMap<String, serde_json::Value>> {
     let text: String = row.get(idx)?;
     serde_json::from_str(&text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
@@ -351,14 +365,16 @@ fn node_from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
             ram: r.get(33)?,
             instances: r.get(34)?,
             last_error: r.get(35)?,
+            attributes: json_map(r, 36)?,
         },
     })
 }
 
-/// Binds the details to parameters `first..first + 28` (1-based), in [`DETAIL_COLUMNS`] order.
+/// Binds the details to parameters `first..first + 29` (1-based), in [`DETAIL_COLUMNS`] order.
 fn bind_details(stmt: &mut Statement<'_>, first: usize, d: &NodeDetails) -> Result<(), StateError> {
     let host_keys = serde_json::to_string(&d.host_keys)?;
-    let values: [&dyn rusqlite::ToSql; 28] = [
+    let attributes = serde_json::to_string(&d.attributes)?;
+    let values: [&dyn rusqlite::ToSql; 29] = [
         &d.server_id,
         &d.public_ipv4,
         &d.private_ipv4,
@@ -387,6 +403,7 @@ fn bind_details(stmt: &mut Statement<'_>, first: usize, d: &NodeDetails) -> Resu
         &d.ram,
         &d.instances,
         &d.last_error,
+        &attributes,
     ];
     for (i, v) in values.into_iter().enumerate() {
         stmt.raw_bind_parameter(first + i, v)?;

@@ -22,7 +22,7 @@ pub fn config(min_ready: u32, max_servers: u32) -> String {
         "labels:\n  - name: small\n    min-ready: {min_ready}\n  - name: big\n\
          providers:\n  - name: east\n    cloud: east\n    rate: 0\n    boot-timeout: 30\n    launch-retries: 3\n\
          \x20   clean-floating-ips: true\n    cloud-images: [{{name: cirros}}]\n    pools:\n      - name: main\n\
-         \x20       max-servers: {max_servers}\n        networks: [private]\n        auto-floating-ip: false\n        host-key-checking: false\n\
+         \x20       max-servers: {max_servers}\n        networks: [private]\n        auto-floating-ip: false\n        host-key-checking: false\n        node-attributes: {{executor-zone: east-zone}}\n\
          \x20       labels:\n          - {{name: small, cloud-image: cirros, min-ram: 512}}\n\
          \x20         - {{name: big, cloud-image: cirros, min-ram: 4096}}\n"
     )

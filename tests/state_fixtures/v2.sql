@@ -1,6 +1,7 @@
 -- Fixture: a state database at schema version 2, as written by the second release.
--- Generated once (the v1 fixture, migration 2, an image pause and a pruned build); never
--- regenerate it: tests/state_store.rs opens it with the current code to prove the upgrade path.
+-- Generated once (the v1 fixture, migration 2, an image pause, a pruned build and node
+-- attributes); never regenerate it: tests/state_store.rs opens it with the current code to
+-- prove the upgrade path.
 CREATE TABLE config_revisions (
     id           INTEGER NOT NULL PRIMARY KEY,
     revision     TEXT    NOT NULL,
@@ -129,16 +130,16 @@ CREATE TABLE nodes (
     ram               INTEGER,
     instances         INTEGER,
     last_error        TEXT
-);
-INSERT INTO nodes VALUES('0000000001','rax-dfw','main','ubuntu-noble','np0000000001','ready',1714557700,1714557650,'5c1e7f5a-0000-4000-8000-000000000001','203.0.113.7','10.0.0.7','2001:db8::7','203.0.113.7','DFW','nova','rax',1,NULL,NULL,NULL,NULL,NULL,'zuul','ssh',22,'["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixture"]','/usr/bin/python3','sh','ubuntu-noble','0000000001','9f0c0000-0000-4000-8000-00000000000a','m1.large',8,8192,1,NULL);
-INSERT INTO nodes VALUES('0000000002','rax-dfw','main','ubuntu-noble','np0000000002','hold',1714557800,1714557660,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,3,'0000000001','tenant/project/job','debugging a flaky test',86400,'held for jdoe',NULL,NULL,NULL,'[]',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,'timeout waiting for ssh');
+, attributes TEXT NOT NULL DEFAULT '{}');
+INSERT INTO nodes VALUES('0000000001','rax-dfw','main','ubuntu-noble','np0000000001','ready',1714557700,1714557650,'5c1e7f5a-0000-4000-8000-000000000001','203.0.113.7','10.0.0.7','2001:db8::7','203.0.113.7','DFW','nova','rax',1,NULL,NULL,NULL,NULL,NULL,'zuul','ssh',22,'["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixture"]','/usr/bin/python3','sh','ubuntu-noble','0000000001','9f0c0000-0000-4000-8000-00000000000a','m1.large',8,8192,1,NULL,'{"executor-zone":"dfw"}');
+INSERT INTO nodes VALUES('0000000002','rax-dfw','main','ubuntu-noble','np0000000002','hold',1714557800,1714557660,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,3,'0000000001','tenant/project/job','debugging a flaky test',86400,'held for jdoe',NULL,NULL,NULL,'[]',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,'timeout waiting for ssh','{}');
 CREATE TABLE schema_version (
     version     INTEGER NOT NULL PRIMARY KEY,
     description TEXT    NOT NULL,
     applied_at  INTEGER NOT NULL
 );
 INSERT INTO schema_version VALUES(1,'initial schema: nodes, requests, images, journal, leases',1714557600);
-INSERT INTO schema_version VALUES(2,'image pauses; formats pruned from a build''s files',1717236000);
+INSERT INTO schema_version VALUES(2,'image pauses; formats pruned from a build''s files; node attributes',1717236000);
 CREATE TABLE sequences (
     name       TEXT    NOT NULL PRIMARY KEY,
     next_value INTEGER NOT NULL
