@@ -87,7 +87,7 @@ async fn without_ssh_each_attempt_times_out_and_the_node_is_given_up() {
     assert_eq!(report.failed.len(), 1, "{report:?}");
     let why = &report.failed[0].1;
     assert!(
-        why.contains("no SSH host key from 127.0.0.") && why.contains("boot-timeout 1 s"),
+        why.contains("no SSH host keys from 127.0.0.") && why.contains("boot-timeout 1 s"),
         "{why}"
     );
     // Two attempts were made within that apply; the node has failed and its last server is

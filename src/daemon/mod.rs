@@ -12,7 +12,9 @@
 //!   globally (the planner is pure; other providers' clouds are taken from their last
 //!   observation) and carry out only the actions of that provider plus the database-only
 //!   bookkeeping ([`select`]). A broken cloud fails its own pass, which backs off (capped
-//!   exponential) while the others go on. A pass that launched or deleted is requeued after a
+//!   exponential) while the others go on. A pass follows the servers it launched for at most
+//!   [`LAUNCH_WAIT`] (slow boots and SSH waits go on in later passes, so the lease is never
+//!   held for a whole boot-timeout). A pass that launched or deleted is requeued after a
 //!   few seconds to follow the servers; otherwise after the poll interval.
 //! - The **images** pass ([`Key::Images`]) builds and deletes local image builds (builder role).
 //! - New node requests and releases from the API schedule the provider passes at once; a
@@ -38,6 +40,9 @@ use crate::reconcile::render::PlanDocument;
 use crate::reconcile::world::{CloudState, World};
 use crate::reconcile::{observe, stale};
 use crate::state::{ConfigStatus, LeaseGuard, NewConfigRevision, StateError, Store};
+
+/// How long one pass follows the servers it launched before the next pass takes over.
+const LAUNCH_WAIT: Duration = Duration::from_secs(20);
 use crate::watch::{
     self, BackoffPolicy, ConfigSource, Debounce, KeyStatus, RefWatcher, Scheduler, SourceSpec,
     Trigger, WatchError,
@@ -877,6 +882,9 @@ impl Daemon {
             .with_fingerprints(stale::fingerprints(&selected, &world));
             let options = ApplyOptions {
                 poll_interval: inner.opts.apply_poll,
+                // A pass holds the writer lease: slow boots and SSH waits go on in later
+                // passes (AwaitServer) instead of keeping the other providers waiting.
+                launch_wait: Some(LAUNCH_WAIT),
                 ..ApplyOptions::default()
             };
             let reporter = self.reporter(&selected);

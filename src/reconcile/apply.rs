@@ -45,6 +45,10 @@ pub struct ApplyOptions {
     pub build_dirs: Option<crate::builder::BuildDirs>,
     /// Draw upload progress (e.g. an indicatif bar).
     pub upload_progress: Option<UploadProgressFn>,
+    /// How long to follow launched servers before handing them to the next plan (which
+    /// goes on with `AwaitServer`); `None`: until each is ready or given up. The daemon sets
+    /// it, so that a slow boot never holds the writer lease for long.
+    pub launch_wait: Option<Duration>,
 }
 
 impl Default for ApplyOptions {
@@ -55,6 +59,7 @@ impl Default for ApplyOptions {
             default_concurrency: 8,
             build_dirs: None,
             upload_progress: None,
+            launch_wait: None,
         }
     }
 }
@@ -1109,6 +1114,11 @@ impl Applier {
                     w.update_node(node_id, |d| {
                         d.server_id = Some(server_id.clone());
                         d.az = spec.boot.az.clone();
+                        // A new server: the addresses of an earlier attempt's are gone.
+                        d.public_ipv4 = None;
+                        d.private_ipv4 = None;
+                        d.public_ipv6 = None;
+                        d.interface_ip = None;
                         if counts {
                             d.launch_attempts += 1;
                         }
@@ -1167,7 +1177,27 @@ impl Applier {
         };
         let launch_timeout = Duration::from_secs(p.launch_timeout);
         let delete_deadline = Instant::now() + self.options.delete_wait;
+        let hand_over_at = self.options.launch_wait.map(|w| Instant::now() + w);
         while !launching.is_empty() || !deleting.is_empty() {
+            if hand_over_at.is_some_and(|t| Instant::now() >= t) && !launching.is_empty() {
+                // The rest is the next plan's (AwaitServer): the creates are done; waiting
+                // is not a mutation. Scans in progress stop (their deadline is recorded).
+                for l in launching.drain(..) {
+                    let detail = format!(
+                        "server {} created; the next pass follows it to ready",
+                        l.server_id
+                    );
+                    self.finish(l.journal, &Ok(detail.clone()));
+                    report.done += 1;
+                    self.report(ApplyEvent::Done {
+                        address: l.address.clone(),
+                        detail,
+                    });
+                }
+                if deleting.is_empty() {
+                    break;
+                }
+            }
             tokio::time::sleep(self.options.poll_interval).await;
             let servers = match client.list_servers(&ServerQuery::default()).await {
                 Ok(s) => s,
@@ -1370,6 +1400,28 @@ impl Applier {
         }
     }
 
+    /// When a launching node's server was first seen ACTIVE: recorded now (its addresses,
+    /// and the state time restarted) unless an earlier pass did.
+    fn note_active(&self, node_id: &str, addrs: &Addresses) -> Result<i64, String> {
+        self.write(|w| {
+            let node = w
+                .read()
+                .node(node_id)?
+                .ok_or_else(|| StateError::Invalid(format!("node {node_id} is gone")))?;
+            if node.details.interface_ip.is_some() {
+                return Ok(node.state_time);
+            }
+            w.update_node(node_id, |d| {
+                d.public_ipv4 = addrs.public_ipv4.clone();
+                d.private_ipv4 = addrs.private_ipv4.clone();
+                d.public_ipv6 = addrs.public_ipv6.clone();
+                d.interface_ip = addrs.interface_ip();
+            })?;
+            Ok(w.restart_attempt(node_id)?.state_time)
+        })
+        .map_err(|e| e.to_string())
+    }
+
     /// A node's current record (`None` if it is gone or cannot be read).
     fn node(&self, id: &str) -> Option<crate::state::Node> {
         self.store
@@ -1468,7 +1520,16 @@ impl Applier {
                 ));
             };
             let target = std::net::SocketAddr::new(ip, port);
-            let within = Duration::from_secs(provider.boot_timeout);
+            // boot-timeout counts from when the server was first seen ACTIVE (recorded, so a
+            // scan handed over to a later pass keeps its deadline).
+            let active_at = match self.note_active(&l.node_id, addrs) {
+                Ok(t) => t,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let left = active_at
+                .saturating_add(i64::try_from(provider.boot_timeout).unwrap_or(i64::MAX))
+                .saturating_sub(crate::state::now_unix());
+            let within = Duration::from_secs(u64::try_from(left).unwrap_or(0));
             let interval = self
                 .options
                 .poll_interval
@@ -1484,6 +1545,10 @@ impl Applier {
         }
         let out = match (&mut scan.task).await {
             Ok(Ok(keys)) => Ok(keys),
+            Ok(Err(crate::keyscan::KeyscanError::TimedOut { addr, last, .. })) => Err(format!(
+                "no SSH host keys from {addr} within boot-timeout {} s of ACTIVE ({last})",
+                provider.boot_timeout
+            )),
             Ok(Err(e)) => Err(format!("{e} (boot-timeout {} s)", provider.boot_timeout)),
             Err(e) => Err(format!("host-key scan stopped: {e}")),
         };

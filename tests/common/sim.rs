@@ -59,6 +59,21 @@ impl Env {
     /// cloud could not be observed counts one action (nothing was decided there, so the
     /// world has not been seen to converge).
     pub async fn apply_once(&self) -> (usize, ApplyReport) {
+        let (n, report, _) = self
+            .apply_once_with(ApplyOptions {
+                poll_interval: Duration::from_millis(50),
+                delete_wait: Duration::from_secs(20),
+                ..ApplyOptions::default()
+            })
+            .await;
+        (n, report)
+    }
+
+    /// [`Env::apply_once`] with these options; also returns the plan applied.
+    pub async fn apply_once_with(
+        &self,
+        options: ApplyOptions,
+    ) -> (usize, ApplyReport, nodepool::reconcile::plan::Plan) {
         let mut ws = self.workspace();
         let lease = ops::apply::lease(&mut ws.store, "test").unwrap();
         let now = nodepool::state::now_unix();
@@ -71,17 +86,16 @@ impl Env {
         });
         let n = planned.doc.plan.actions.len();
         if n == 0 {
-            return (usize::from(unobserved), ApplyReport::default());
+            return (
+                usize::from(unobserved),
+                ApplyReport::default(),
+                planned.doc.plan,
+            );
         }
-        let options = ApplyOptions {
-            poll_interval: Duration::from_millis(50),
-            delete_wait: Duration::from_secs(20),
-            ..ApplyOptions::default()
-        };
         let (report, _) = ops::apply::apply(ws, &planned.doc, lease, options, Arc::new(|_| {}))
             .await
             .unwrap();
-        (n, report)
+        (n, report, planned.doc.plan)
     }
 
     /// Apply until a plan has no actions; panics after `rounds`.

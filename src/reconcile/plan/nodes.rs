@@ -382,6 +382,24 @@ fn launching(
                 steps.push("a floating IP is attached (auto-floating-ip)".to_owned());
             }
             if let Some(port) = crate::reconcile::launch::keyscan_port(pool, &node.details) {
+                // An earlier pass recorded when it saw the server ACTIVE (its addresses and
+                // the state time); boot-timeout counts from then.
+                if node.details.interface_ip.is_some()
+                    && now - node.state_time
+                        > i64::try_from(provider.boot_timeout).unwrap_or(i64::MAX)
+                {
+                    return retry(
+                        format!(
+                            "no SSH host keys from server {} on {}:{port} within boot-timeout {} s \
+                             of ACTIVE",
+                            s.id,
+                            node.details.interface_ip.as_deref().unwrap_or("?"),
+                            provider.boot_timeout
+                        ),
+                        Some(s),
+                        true,
+                    );
+                }
                 steps.push(format!(
                     "its SSH host keys are scanned on {} (host-key-checking, up to boot-timeout \
                      {} s)",
