@@ -1,6 +1,6 @@
 //! nodepool-rs: OpenStack Nodepool as a declarative GitOps reconciler.
 //!
-//! The binary (`src/main.rs` + [`cli`]) is a thin layer over the operations in this library.
+//! The binary (`src/main.rs` + `src/cli/`) is a thin layer over the operations in this library.
 //! See ARCHITECTURE.md for the code map and the invariants each module keeps.
 
 pub mod api;

@@ -1,4 +1,4 @@
-//! The image builder's building blocks: run a diskimage build ([`dib`]) and upload a built file to a provider ([`upload`]).
+//! The image builder's building blocks: run a diskimage build ([`dib`]) and upload a built file to a provider ([`upload`](mod@upload)).
 //!
 //! These functions do one build or one upload each and report what happened; deciding *when*
 //! to build, upload, rotate or delete is the planner's job (src/reconcile/), which records the

@@ -13,7 +13,7 @@
 //!   observation) and carry out only the actions of that provider plus the database-only
 //!   bookkeeping ([`select`]). A broken cloud fails its own pass, which backs off (capped
 //!   exponential) while the others go on. A pass follows the servers it launched for at most
-//!   [`LAUNCH_WAIT`] (slow boots and SSH waits go on in later passes, so the lease is never
+//!   `LAUNCH_WAIT` (slow boots and SSH waits go on in later passes, so the lease is never
 //!   held for a whole boot-timeout). A pass that launched or deleted is requeued after a
 //!   few seconds to follow the servers; otherwise after the poll interval.
 //! - The **images** pass ([`Key::Images`]) builds and deletes local image builds (builder role).
