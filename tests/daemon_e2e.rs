@@ -565,3 +565,28 @@ async fn a_provider_whose_passes_fail_is_ready_but_shown_failing_in_status() {
     })
     .await;
 }
+
+/// Without `--listen`, the API listens where the config's `webapp:` section says (upstream's
+/// port and listen-address keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listens_where_the_configs_webapp_says() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "webapp:\n  port: {port}\n  listen_address: 127.0.0.1\n{}",
+        sim::config(0, 10)
+    );
+    let env = Env::start(fast_sim(), &config).await;
+    let d = env.spawn_listening(0, env.repo().to_str().unwrap(), &[], 30.0, None);
+    assert_eq!(d.url, format!("http://127.0.0.1:{port}"));
+    let live = env
+        .http
+        .get(format!("{}/livez", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+}

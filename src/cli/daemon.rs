@@ -46,9 +46,10 @@ pub struct DaemonArgs {
     )]
     pub state: PathBuf,
     /// Where the HTTP API listens (port 0: any free port; the address is printed on the
-    /// first line of stdout).
-    #[arg(long, default_value = "127.0.0.1:8005")]
-    pub listen: SocketAddr,
+    /// first line of stdout). Default: the config's `webapp:` (as upstream), else
+    /// 127.0.0.1:8005.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Seconds between polls of the config source and passes over idle providers.
     #[arg(long = "poll-interval", default_value = "60")]
     pub poll_interval: f64,
@@ -176,9 +177,18 @@ pub fn run(args: DaemonArgs, role: Role) -> anyhow::Result<ExitCode> {
         .build()?;
     let result = rt.block_on(async move {
         let daemon = Daemon::new(opts)?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listen = match args.listen {
+            Some(a) => a,
+            None => {
+                let d = daemon.clone();
+                tokio::task::spawn_blocking(move || d.configured_listen())
+                    .await?
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8005)))
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         {
             let mut out = std::io::stdout().lock();

@@ -261,6 +261,20 @@ impl Daemon {
         &self.inner.opts
     }
 
+    /// Where upstream's `webapp:` section (port, default 8005; listen-address, default
+    /// 0.0.0.0) of the config at the source's head asks the HTTP API to listen; `None` when
+    /// it has none or cannot be read. Read once, before the first pass (`--listen` wins).
+    pub fn configured_listen(&self) -> Option<std::net::SocketAddr> {
+        let source = &self.inner.source;
+        let revision = source.fetch().or_else(|_| source.current()).ok()?;
+        let text = source.read_config(&revision).ok()?;
+        let (value, _) = config::yaml::parse(&text).ok()?;
+        let webapp: config::model::Webapp =
+            serde_json::from_value(value.get("webapp")?.clone()).ok()?;
+        let ip: std::net::IpAddr = webapp.listen_address.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, webapp.port))
+    }
+
     /// The config in force.
     pub fn active(&self) -> Option<Arc<Active>> {
         self.inner

@@ -144,6 +144,19 @@ impl Env {
         extra: &[&str],
         poll_interval: f64,
     ) -> Running {
+        self.spawn_listening(n, source, extra, poll_interval, Some("127.0.0.1:0"))
+    }
+
+    /// [`Env::spawn_with`], with `--listen` only if `listen` is given (otherwise the daemon
+    /// takes its address from the config's `webapp:`).
+    pub fn spawn_listening(
+        &self,
+        n: usize,
+        source: &str,
+        extra: &[&str],
+        poll_interval: f64,
+        listen: Option<&str>,
+    ) -> Running {
         let log = std::fs::File::create(self.dir.path().join(format!("daemon-{n}.log"))).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_nodepool"))
             .arg("daemon")
@@ -156,14 +169,8 @@ impl Env {
             .arg(self.state())
             .arg("--clouds")
             .arg(self.dir.path().join("clouds.yaml"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--apply-poll-interval",
-                "0.1",
-                "--shutdown-timeout",
-                "10",
-            ])
+            .args(listen.into_iter().flat_map(|l| ["--listen", l]))
+            .args(["--apply-poll-interval", "0.1", "--shutdown-timeout", "10"])
             .arg("--api-token-file")
             .arg(self.dir.path().join("tokens"))
             .arg("--webhook-secret-file")
