@@ -520,10 +520,10 @@ pub struct Pool {
     /// Most RAM (MB) this pool's servers may use.
     #[serde(default)]
     pub max_ram: Option<u64>,
-    /// Most volumes (accepted; not enforced by this version).
+    /// Most volumes (servers booted from volume) in the pool.
     #[serde(default)]
     pub max_volumes: Option<u64>,
-    /// Most volume GB (accepted; not enforced by this version).
+    /// Most GB of boot volumes in the pool.
     #[serde(default)]
     pub max_volume_gb: Option<u64>,
     /// Pools with a lower number are preferred (default 100).

@@ -5,6 +5,7 @@
 //! stale record whose server is gone is simply never counted and can never block a spawn.
 
 use crate::config::Config;
+use crate::config::model::PoolLabel;
 use crate::reconcile::world::{CloudView, World};
 use crate::state::Node;
 use std::collections::BTreeMap;
@@ -15,6 +16,10 @@ pub struct Size {
     pub instances: u64,
     pub cores: u64,
     pub ram_mb: u64,
+    /// Volumes booted from (`boot-from-volume`) and their GB, for the pool's `max-volumes`
+    /// and `max-volume-gb`.
+    pub volumes: u64,
+    pub volume_gb: u64,
 }
 
 impl Size {
@@ -23,13 +28,35 @@ impl Size {
             instances: 1,
             cores,
             ram_mb,
+            ..Size::default()
         }
+    }
+    /// This server booted from a new volume of `label`'s `volume-size` GB, if the label boots
+    /// from volume.
+    pub fn with_volume_of(mut self, label: Option<&PoolLabel>) -> Size {
+        if let Some(l) = label.filter(|l| l.boot_from_volume) {
+            self.volumes = 1;
+            self.volume_gb = l.volume_size;
+        }
+        self
     }
     pub fn add(&mut self, o: Size) {
         self.instances += o.instances;
         self.cores += o.cores;
         self.ram_mb += o.ram_mb;
+        self.volumes += o.volumes;
+        self.volume_gb += o.volume_gb;
     }
+}
+
+/// The size a node takes: recorded at launch, else its server's flavor, else one instance;
+/// plus its boot volume if its label (still configured) boots from volume.
+pub fn node_size_in(config: &Config, node: &Node, view: Option<&CloudView>) -> Size {
+    let label = config
+        .provider(&node.provider)
+        .and_then(|p| p.pools.iter().find(|pool| pool.name == node.pool))
+        .and_then(|pool| pool.labels.iter().find(|l| l.name == node.label));
+    node_size(node, view).with_volume_of(label)
 }
 
 /// The size a node takes: recorded at launch, else its server's flavor, else one instance.
@@ -54,6 +81,8 @@ struct PoolCap {
     max_servers: Option<u64>,
     max_cores: Option<u64>,
     max_ram: Option<u64>,
+    max_volumes: Option<u64>,
+    max_volume_gb: Option<u64>,
     used: Size,
 }
 
@@ -112,6 +141,7 @@ impl Capacity {
                     instances: l.instances.used.saturating_sub(ours_in_cloud.instances),
                     cores: l.cores.used.saturating_sub(ours_in_cloud.cores),
                     ram_mb: l.ram_mb.used.saturating_sub(ours_in_cloud.ram_mb),
+                    ..Size::default()
                 };
             }
             for pool in &p.pools {
@@ -121,6 +151,8 @@ impl Capacity {
                         max_servers: pool.max_servers,
                         max_cores: pool.max_cores,
                         max_ram: pool.max_ram,
+                        max_volumes: pool.max_volumes,
+                        max_volume_gb: pool.max_volume_gb,
                         used: Size::default(),
                     },
                 );
@@ -177,6 +209,19 @@ impl Capacity {
                 pc.max_ram.unwrap_or(0)
             )));
         }
+        if over(pc.max_volumes, pc.used.volumes, size.volumes) {
+            return Err(NoRoom(format!(
+                "pool {provider}.{pool} is at max-volumes {}",
+                pc.max_volumes.unwrap_or(0)
+            )));
+        }
+        if over(pc.max_volume_gb, pc.used.volume_gb, size.volume_gb) {
+            return Err(NoRoom(format!(
+                "pool {provider}.{pool} would exceed max-volume-gb {} ({} GB in use)",
+                pc.max_volume_gb.unwrap_or(0),
+                pc.used.volume_gb
+            )));
+        }
         let used = |others: u64, ours: u64| others + ours;
         for (what, limit, u, add) in [
             (
@@ -211,5 +256,44 @@ impl Capacity {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(yaml: &str) -> Config {
+        crate::config::load_str(Path::new("nodepool.yaml"), yaml, None, &Default::default())
+            .expect("valid config")
+            .0
+    }
+
+    #[test]
+    fn boot_volumes_count_against_max_volumes_and_max_volume_gb() {
+        let cfg = config(
+            "labels: [{name: vol}, {name: disk}]\n\
+             providers:\n  - name: east\n    cloud: east\n    cloud-images: [{name: cirros}]\n\
+             \x20   pools:\n      - name: main\n        max-volumes: 2\n        max-volume-gb: 500\n\
+             \x20       labels:\n\
+             \x20         - {name: vol, cloud-image: cirros, min-ram: 512, boot-from-volume: true, volume-size: 80}\n\
+             \x20         - {name: disk, cloud-image: cirros, min-ram: 512}\n",
+        );
+        let pool = &cfg.providers[0].pools[0];
+        let label = |n: &str| pool.labels.iter().find(|l| l.name == n);
+        let vol = Size::server(1, 512).with_volume_of(label("vol"));
+        let disk = Size::server(1, 512).with_volume_of(label("disk"));
+        assert_eq!((vol.volumes, vol.volume_gb), (1, 80));
+        assert_eq!((disk.volumes, disk.volume_gb), (0, 0));
+
+        let mut cap = Capacity::new(&cfg, &World::default());
+        cap.fits("east", "main", vol).unwrap();
+        cap.count("east", "main", vol);
+        cap.count("east", "main", vol);
+        let err = cap.fits("east", "main", vol).unwrap_err();
+        assert_eq!(err.0, "pool east.main is at max-volumes 2");
+        // Local-disk servers are not held back by the volume limits.
+        cap.fits("east", "main", disk).unwrap();
     }
 }

@@ -187,7 +187,7 @@ impl Demand<'_> {
         );
         let n = self.counters.entry(key).or_default();
         *n += 1;
-        let size = Size::server(boot.vcpus, boot.ram_mb);
+        let size = Size::server(boot.vcpus, boot.ram_mb).with_volume_of(Some(slot.label));
         self.cap.count(&slot.provider.name, &slot.pool.name, size);
         self.out.actions.push(Action {
             address: node_address(
@@ -223,7 +223,7 @@ impl Demand<'_> {
             slot.label,
             nth,
         )?;
-        let size = Size::server(boot.vcpus, boot.ram_mb);
+        let size = Size::server(boot.vcpus, boot.ram_mb).with_volume_of(Some(slot.label));
         let mut with_extra = size;
         with_extra.add(extra);
         self.cap
@@ -403,7 +403,7 @@ impl Demand<'_> {
                 }
             }
             let (slot, boot) = found.ok_or(last)?;
-            let size = Size::server(boot.vcpus, boot.ram_mb);
+            let size = Size::server(boot.vcpus, boot.ram_mb).with_volume_of(Some(slot.label));
             extra
                 .entry((slot.provider.name.clone(), slot.pool.name.clone()))
                 .or_default()

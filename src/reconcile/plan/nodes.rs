@@ -1,6 +1,6 @@
 //! Existing nodes: launches in progress, expiries, drains, deletions and stale records.
 
-use super::capacity::{Capacity, node_size};
+use super::capacity::{Capacity, node_size_in};
 use super::{Action, ActionKind, Note, Plan, boot, node_address};
 use crate::config::Config;
 use crate::config::model::{OpenStackProvider, Pool, PoolLabel};
@@ -51,7 +51,7 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
         let addr = node_address(&node.provider, &node.pool, &node.label, &node.id);
         let Some(view) = world.view(&node.provider) else {
             // Nothing is decided about a node whose cloud we cannot see; it keeps its room.
-            cap.count(&node.provider, &node.pool, node_size(node, None));
+            cap.count(&node.provider, &node.pool, node_size_in(config, node, None));
             if unavailable_noted.insert(node.provider.clone()) {
                 let why = match world.clouds.get(&node.provider) {
                     Some(crate::reconcile::world::CloudState::Unavailable { error }) => {
@@ -70,7 +70,7 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
             .entry(node.provider.as_str())
             .or_insert_with(|| ServerIndex::new(&node.provider, &view.servers));
         let server = index.find(node);
-        let size = node_size(node, Some(view));
+        let size = node_size_in(config, node, Some(view));
         let decision = decide(config, world, out, node, server, cap);
         match &decision {
             Some(a) if matches!(a.kind, ActionKind::ForgetNode { .. }) => {}
