@@ -105,16 +105,14 @@ impl Applier {
                 };
                 let address = format!("node.{provider}.{pool}.{label}[{}]", node.id);
                 match self.boot_node(client, networks, &node, boot, true).await {
-                    Ok(server_id) => Step::Launching(Box::new(Launching {
-                        node_id: node.id.clone(),
+                    Ok(server_id) => Step::Launching(Box::new(Launching::new(
+                        node.id.clone(),
                         address,
                         server_id,
-                        boot: Some(boot.clone()),
-                        journal: j,
-                        since: Instant::now(),
-                        scan: None,
-                        floating_ip: None,
-                    })),
+                        Some(boot.clone()),
+                        j,
+                        Instant::now(),
+                    ))),
                     Err(e) => {
                         let msg = e.to_string();
                         self.finish(j, &Err(msg.clone()));
@@ -172,16 +170,14 @@ impl Applier {
                     .boot_node(client, networks, &node, boot, *counts_as_attempt)
                     .await
                 {
-                    Ok(sid) => Step::Launching(Box::new(Launching {
-                        node_id: node_id.clone(),
-                        address: a.address.clone(),
-                        server_id: sid,
-                        boot: Some(boot.clone()),
-                        journal: j,
-                        since: Instant::now(),
-                        scan: None,
-                        floating_ip: None,
-                    })),
+                    Ok(sid) => Step::Launching(Box::new(Launching::new(
+                        node_id.clone(),
+                        a.address.clone(),
+                        sid,
+                        Some(boot.clone()),
+                        j,
+                        Instant::now(),
+                    ))),
                     Err(e) => {
                         let msg = e.to_string();
                         self.finish(j, &Err(msg.clone()));
@@ -272,18 +268,16 @@ impl Applier {
                 let elapsed = Duration::from_secs(
                     u64::try_from(crate::state::now_unix() - node.state_time).unwrap_or(0),
                 );
-                Step::Launching(Box::new(Launching {
-                    node_id: node_id.clone(),
-                    address: a.address.clone(),
-                    server_id: server_id.clone(),
-                    boot: boot.clone(),
-                    journal: j,
-                    since: Instant::now()
+                Step::Launching(Box::new(Launching::new(
+                    node_id.clone(),
+                    a.address.clone(),
+                    server_id.clone(),
+                    boot.clone(),
+                    j,
+                    Instant::now()
                         .checked_sub(elapsed)
                         .unwrap_or_else(Instant::now),
-                    scan: None,
-                    floating_ip: None,
-                }))
+                )))
             }
             ActionKind::DeleteLeak {
                 kind, external_id, ..

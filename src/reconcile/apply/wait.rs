@@ -19,6 +19,29 @@ pub(super) struct Launching {
     pub(super) floating_ip: Option<Option<String>>,
 }
 
+impl Launching {
+    /// A server just created (or one an earlier apply created, waited for since `since`).
+    pub(super) fn new(
+        node_id: String,
+        address: String,
+        server_id: String,
+        boot: Option<Boot>,
+        journal: i64,
+        since: Instant,
+    ) -> Launching {
+        Launching {
+            node_id,
+            address,
+            server_id,
+            boot,
+            journal,
+            since,
+            scan: None,
+            floating_ip: None,
+        }
+    }
+}
+
 /// A host-key scan running beside the wait loop; aborted if the launch is given up.
 pub(super) struct Scan {
     pub(super) task: tokio::task::JoinHandle<Result<Vec<String>, crate::keyscan::KeyscanError>>,
