@@ -86,6 +86,8 @@ async fn scan_type(
             });
         }
     };
+    // A handful of small packets each way: do not let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
     let config = Arc::new(client::Config {
         preferred: Preferred {
             key: Cow::Owned(vec![algorithm]),
