@@ -3,6 +3,8 @@
 mod daemon_support;
 #[path = "common/sim.rs"]
 mod sim;
+#[path = "common/ssh.rs"]
+mod ssh;
 
 use daemon_support::{Env, TOKEN, WEBHOOK_SECRET, fast_sim};
 use hmac::{Hmac, Mac};
@@ -589,4 +591,71 @@ async fn listens_where_the_configs_webapp_says() {
         .await
         .unwrap();
     assert_eq!(live.status(), 200);
+}
+
+/// host-key-checking through the daemon: its servers answer SSH (a real SSH server behind the
+/// simulator's loopback addresses), and a node requested over the API comes with the host
+/// keys that server holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_node_comes_with_its_scanned_host_keys() {
+    let keydir = tempfile::tempdir().unwrap();
+    let keys = ssh::host_keys(keydir.path(), &["ed25519", "ecdsa"]);
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    ssh::serve(listener, &keys);
+
+    let mut cloud = fast_sim();
+    cloud.networks = vec![cloudsim::config::NetworkConfig {
+        id: None,
+        name: "private".into(),
+        cidr: "127.0.0.0/24".into(),
+        shared: true,
+        external: false,
+    }];
+    let config = sim::config(0, 10)
+        .replace("        host-key-checking: false\n", "")
+        .replace(
+            "cloud-images: [{name: cirros}]",
+            &format!("cloud-images: [{{name: cirros, connection-port: {port}}}]"),
+        );
+    let env = Env::start(cloud, &config).await;
+    let d = env.spawn(0);
+    env.wait_for(0, "ready", WAIT, || async {
+        let r = env.http.get(format!("{}/ready", d.url)).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let created: Value = env
+        .http
+        .post(format!("{}/api/v1/requests", d.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"labels": ["small"], "requestor": "zuul"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let request = env
+        .wait_for(0, "the request fulfilled", WAIT, || async {
+            let r = env.get_json(&d, &format!("/api/v1/requests/{id}")).await;
+            (r["state"] == "fulfilled").then_some(r)
+        })
+        .await;
+    let node = &request["node_details"][0];
+    let host_keys: Vec<String> = node["host_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(host_keys, keys.public, "{request:#}");
+    assert_eq!(node["connection_port"], port);
+    assert!(
+        node["interface_ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("127.0.0.")),
+        "{request:#}"
+    );
 }
