@@ -245,11 +245,7 @@ fn config_runs(status: &Value) -> u64 {
 async fn webhook_with_a_wrong_signature_is_refused_and_triggers_nothing() {
     let env = Env::start(fast_sim(), &sim::config(0, 10)).await;
     let d = env.spawn(0);
-    env.wait_for(0, "ready", WAIT, || async {
-        let r = env.http.get(format!("{}/ready", d.url)).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+    env.wait_ready(0, &d, WAIT).await;
     // `nodepool status` reads /status.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodepool"))
         .args(["status", "--url", &d.url])
@@ -524,11 +520,7 @@ async fn a_provider_whose_passes_fail_is_ready_but_shown_failing_in_status() {
         .unwrap();
     let d = env.spawn(0);
     // /ready keeps its meaning: 200 once every provider finished a pass, even a failed one.
-    env.wait_for(0, "ready", WAIT, || async {
-        let r = env.http.get(format!("{}/ready", d.url)).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+    env.wait_ready(0, &d, WAIT).await;
     let status = env.get_json(&d, "/status").await;
     assert_eq!(status["ready"], true, "{status:#}");
     let failing = status["failing"].as_array().unwrap();
@@ -620,11 +612,7 @@ async fn a_requested_node_comes_with_its_scanned_host_keys() {
         );
     let env = Env::start(cloud, &config).await;
     let d = env.spawn(0);
-    env.wait_for(0, "ready", WAIT, || async {
-        let r = env.http.get(format!("{}/ready", d.url)).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+    env.wait_ready(0, &d, WAIT).await;
     let created: Value = env
         .http
         .post(format!("{}/api/v1/requests", d.url))

@@ -23,6 +23,26 @@ fn config(min_ready: u32) -> String {
     )
 }
 
+/// A temp dir with the paths of a workspace on the kit's clouds.yaml, or `None` (the test
+/// then says why it skipped and passes) when no kit is up.
+fn kit_paths(test: &str) -> Option<(tempfile::TempDir, Paths)> {
+    let (Some(clouds), Some(_)) = (
+        std::env::var_os("OS_CLIENT_CONFIG_FILE"),
+        std::env::var_os("OSKIT_INFO"),
+    ) else {
+        eprintln!("{test}: skipped: no OpenStack kit (see testing/openstack/NODEPOOL.md)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config: dir.path().join("nodepool.yaml"),
+        secure: None,
+        clouds: Some(clouds.into()),
+        state: dir.path().join("state.db"),
+    };
+    Some((dir, paths))
+}
+
 async fn converge(paths: &Paths) {
     for _ in 0..6 {
         let mut ws = Workspace::open(paths.clone()).unwrap();
@@ -47,21 +67,8 @@ async fn converge(paths: &Paths) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kit_min_ready_request_release() {
-    let (Some(clouds), Some(_)) = (
-        std::env::var_os("OS_CLIENT_CONFIG_FILE"),
-        std::env::var_os("OSKIT_INFO"),
-    ) else {
-        eprintln!(
-            "kit_min_ready_request_release: skipped: no OpenStack kit (see testing/openstack/NODEPOOL.md)"
-        );
+    let Some((_dir, paths)) = kit_paths("kit_min_ready_request_release") else {
         return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        config: dir.path().join("nodepool.yaml"),
-        secure: None,
-        clouds: Some(clouds.into()),
-        state: dir.path().join("state.db"),
     };
     std::fs::write(&paths.config, config(2)).unwrap();
     converge(&paths).await;
@@ -173,13 +180,7 @@ async fn kit_min_ready_request_release() {
 /// the test above never takes its server for a leak.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kit_auto_floating_ip() {
-    let (Some(clouds), Some(_)) = (
-        std::env::var_os("OS_CLIENT_CONFIG_FILE"),
-        std::env::var_os("OSKIT_INFO"),
-    ) else {
-        eprintln!(
-            "kit_auto_floating_ip: skipped: no OpenStack kit (see testing/openstack/NODEPOOL.md)"
-        );
+    let Some((_dir, paths)) = kit_paths("kit_auto_floating_ip") else {
         return;
     };
     let config = |min_ready: u32, max_servers: u32| {
@@ -187,13 +188,6 @@ async fn kit_auto_floating_ip() {
             .replace("name: kit\n", "name: kit-fip\n")
             .replace("auto-floating-ip: false", "auto-floating-ip: true")
             .replace("max-servers: 4", &format!("max-servers: {max_servers}"))
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        config: dir.path().join("nodepool.yaml"),
-        secure: None,
-        clouds: Some(clouds.into()),
-        state: dir.path().join("state.db"),
     };
     std::fs::write(&paths.config, config(1, 1)).unwrap();
     converge(&paths).await;

@@ -253,6 +253,20 @@ impl Env {
     }
 
     /// Poll `check` until it returns `Some`, or panic with the daemon's log after `timeout`.
+    /// Wait until daemon `n` answers `/ready` with 200.
+    pub async fn wait_ready(&self, n: usize, d: &Running, timeout: Duration) {
+        self.wait_for(n, "ready", timeout, || async {
+            let r = self
+                .http
+                .get(format!("{}/ready", d.url))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
     pub async fn wait_for<T, F, Fut>(
         &self,
         n: usize,
