@@ -168,6 +168,7 @@ pub async fn apply(
         reporter,
         built: Mutex::new(Default::default()),
         uploaded: Mutex::new(Default::default()),
+        external_networks: Mutex::new(Default::default()),
     };
     let result = applier.apply(&doc.plan).await;
     drop(applier);

@@ -104,6 +104,9 @@ pub struct Applier {
     /// Uploads finished in this apply: upload address → (cloud image id, upload id), for
     /// launches after them.
     pub uploaded: Mutex<BTreeMap<String, (String, String)>>,
+    /// Per provider, the external network floating IPs come from (`None`: the cloud has
+    /// none), looked up once per apply.
+    pub external_networks: Mutex<BTreeMap<String, Option<crate::cloud::Network>>>,
 }
 
 impl Applier {

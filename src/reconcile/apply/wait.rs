@@ -350,13 +350,20 @@ impl Applier {
         l: &Launching,
         addrs: &Addresses,
     ) -> Result<Option<String>, String> {
-        let wanted = self.node(&l.node_id).is_some_and(|n| {
+        let Some(node) = self.node(&l.node_id).filter(|n| {
             self.place(&n.provider, &n.pool, &n.label)
                 .is_some_and(|(_, pool, _)| pool.auto_floating_ip)
-        });
-        if !wanted || addrs.public_ipv4.is_some() || addrs.public_ipv6.is_some() {
+        }) else {
+            return Ok(None);
+        };
+        if addrs.public_ipv4.is_some() || addrs.public_ipv6.is_some() {
             return Ok(None);
         }
+        let Some(net) = self.external_network(client, &node.provider).await? else {
+            // A cloud without floating IPs (as openstacksdk decides it): the server is
+            // reached on the address it has.
+            return Ok(None);
+        };
         let ports = client
             .list_ports(&crate::cloud::PortQuery {
                 device_id: Some(l.server_id.clone()),
@@ -380,22 +387,43 @@ impl Applier {
         if let Some(f) = on_port.first() {
             return Ok(Some(f.floating_ip_address.clone()));
         }
-        let external = client
-            .list_networks(None, true)
-            .await
-            .map_err(|e| format!("auto-floating-ip: external networks: {e}"))?;
-        let Some(net) = external.first() else {
-            // A cloud without floating IPs (as openstacksdk decides it): the server is
-            // reached on the address it has.
-            tracing::debug!(node = %l.node_id, "no external network: no floating IP");
-            return Ok(None);
-        };
         let fip = client
             .create_floating_ip(&net.id, Some(&port.id))
             .await
             .map_err(|e| format!("auto-floating-ip: on network {}: {e}", net.name))?;
         tracing::info!(node = %l.node_id, address = %fip.floating_ip_address, "floating IP attached");
         Ok(Some(fip.floating_ip_address))
+    }
+
+    /// The external network of `provider`'s cloud (the first the project sees), looked up
+    /// once per apply.
+    async fn external_network(
+        &self,
+        client: &OpenStackClient,
+        provider: &str,
+    ) -> Result<Option<crate::cloud::Network>, String> {
+        if let Some(known) = self
+            .external_networks
+            .lock()
+            .expect("external networks lock")
+            .get(provider)
+        {
+            return Ok(known.clone());
+        }
+        let found = client
+            .list_networks(None, true)
+            .await
+            .map_err(|e| format!("auto-floating-ip: external networks: {e}"))?
+            .into_iter()
+            .next();
+        if found.is_none() {
+            tracing::debug!(provider, "no external network: servers get no floating IP");
+        }
+        self.external_networks
+            .lock()
+            .expect("external networks lock")
+            .insert(provider.to_owned(), found.clone());
+        Ok(found)
     }
 
     /// The SSH host keys of a launching node's ACTIVE server: `Ready(Ok([]))` when its pool
