@@ -96,3 +96,44 @@ async fn a_cloud_without_an_external_network_needs_no_floating_ip() {
     assert_eq!(nodes[0].details.interface_ip, nodes[0].details.private_ipv4);
     assert!(floating_ips(&env).await.is_empty());
 }
+
+/// A server given a floating IP whose SSH never answers is deleted for another attempt (and
+/// finally given up): each of its floating IPs goes with it, even with clean-floating-ips off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_gives_back_its_floating_ip() {
+    let mut cloud = fast();
+    // Floating IPs from a loopback range (nothing listens on the SSH port there); the
+    // servers' own addresses stay private (10.0/16), so each attempt needs one.
+    for n in cloud.networks.iter_mut().filter(|n| n.external) {
+        n.cidr = "127.0.1.0/24".into();
+    }
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = config(1)
+        .replace("        host-key-checking: false\n", "")
+        .replace("    clean-floating-ips: true\n", "")
+        .replace("boot-timeout: 30", "boot-timeout: 1")
+        .replace("launch-retries: 3", "launch-retries: 2")
+        .replace(
+            "cloud-images: [{name: cirros}]",
+            &format!("cloud-images: [{{name: cirros, connection-port: {port}}}]"),
+        );
+    assert!(!config.contains("clean-floating-ips") && config.contains("auto-floating-ip: true"));
+    let env = sim::start(cloud, &config).await;
+    let (_, report) = env.apply_once().await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(
+        report.failed[0]
+            .1
+            .contains("no SSH host keys from 127.0.1."),
+        "scanned on the floating IP: {report:?}"
+    );
+    // Two attempts, each with its own floating IP; both given back.
+    let nodes = env.nodes();
+    assert_eq!(nodes[0].details.launch_attempts, 2, "{nodes:?}");
+    let left = floating_ips(&env).await;
+    assert!(left.is_empty(), "no floating IP left behind: {left:#?}");
+}

@@ -1,5 +1,6 @@
 //! Crash safety: `nodepool apply` killed with SIGKILL at random points, then applied again,
-//! leaves no leaked server, no duplicate node, and a consistent journal.
+//! leaves no leaked server, no duplicate node, and a consistent journal; with
+//! `auto-floating-ip`, no floating IP is left behind or given twice.
 //!
 //! 20 kill points here (seeded, the seed is printed); `testing/kill-soak.sh` runs more.
 
@@ -106,4 +107,55 @@ async fn wait_for_lease(env: &sim::Env) {
     let l = nodepool::ops::apply::lease(&mut ws.store, "kill-test")
         .expect("the dead holder's lease is broken");
     l.release().unwrap();
+}
+
+/// The same with `auto-floating-ip` (and `clean-floating-ips` off, so nothing hides a leak):
+/// every floating IP is attached to a node's server, one per node, and it is the node's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_with_floating_ips() {
+    let sim_config = SimConfig {
+        boot_delay_ms: 300,
+        delete_delay_ms: 100,
+        ..SimConfig::default()
+    };
+    let config = |min_ready: u32, max_servers: u32| {
+        sim::config(min_ready, max_servers)
+            .replace("auto-floating-ip: false", "auto-floating-ip: true")
+            .replace("    clean-floating-ips: true\n", "")
+    };
+    let env = sim::start(sim_config, &config(3, 3)).await;
+    let seed = 20_261_125_u64;
+    println!("kill test with floating IPs: seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for round in 0..10 {
+        let (min_ready, max_servers) = if round % 2 == 0 { (3, 3) } else { (1, 1) };
+        env.set_config(&config(min_ready, max_servers));
+        let mut child = spawn_apply(&env);
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..900))).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_for_lease(&env).await;
+        env.converge(8).await;
+        check_invariants(&env, min_ready as usize, round).await;
+        let fips = env.workspace().clients["east"]
+            .list_floating_ips(&Default::default())
+            .await
+            .unwrap();
+        let nodes = env.nodes();
+        assert_eq!(
+            fips.len(),
+            nodes.len(),
+            "round {round}: {fips:#?} {nodes:#?}"
+        );
+        for f in &fips {
+            assert!(f.port_id.is_some(), "round {round}: unattached {f:?}");
+            assert!(
+                nodes
+                    .iter()
+                    .any(|n| n.details.public_ipv4.as_deref()
+                        == Some(f.floating_ip_address.as_str())),
+                "round {round}: {f:?} is no node's address: {nodes:#?}"
+            );
+        }
+    }
 }

@@ -158,6 +158,10 @@ impl Applier {
                 };
                 if let Some(old) = server_id {
                     self.log_console(client, &node, old, &a.reason).await;
+                    if let Err(e) = self.release_floating_ips(client, &node, old).await {
+                        self.finish(j, &Err(e.clone()));
+                        return failed(e);
+                    }
                 }
                 if let Some(old) = server_id
                     && let Err(e) = delete_server(client, old).await

@@ -395,6 +395,48 @@ impl Applier {
         Ok(Some(fip.floating_ip_address))
     }
 
+    /// Delete the floating IPs on the ports of a server about to be deleted for another
+    /// attempt (`auto-floating-ip` gave it one): once the server is gone they would be attached
+    /// to nothing, and nothing would say they were this node's. A node's own deletion plans
+    /// them instead (`DeleteNode.floating_ips`).
+    pub(super) async fn release_floating_ips(
+        &self,
+        client: &OpenStackClient,
+        node: &crate::state::Node,
+        server_id: &str,
+    ) -> Result<(), String> {
+        let wanted = self
+            .place(&node.provider, &node.pool, &node.label)
+            .is_some_and(|(_, pool, _)| pool.auto_floating_ip);
+        if !wanted {
+            return Ok(());
+        }
+        let ports = client
+            .list_ports(&crate::cloud::PortQuery {
+                device_id: Some(server_id.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("ports of server {server_id}: {e}"))?;
+        for port in ports {
+            let fips = client
+                .list_floating_ips(&crate::cloud::FloatingIpQuery {
+                    port_id: Some(port.id.clone()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("floating IPs of port {}: {e}", port.id))?;
+            for f in fips {
+                match client.delete_floating_ip(&f.id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(format!("floating IP {}: {e}", f.floating_ip_address)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The external network of `provider`'s cloud (the first the project sees), looked up
     /// once per apply.
     async fn external_network(
@@ -506,6 +548,9 @@ impl Applier {
         };
         let Some(boot) = &l.boot else { return Ok(None) };
         self.log_console(client, &node, &l.server_id, why).await;
+        if let Err(e) = self.release_floating_ips(client, &node, &l.server_id).await {
+            tracing::warn!(node = %node.id, error = %e, "floating IP of a failed server left behind");
+        }
         let _ = delete_server(client, &l.server_id).await;
         if !quota && node.details.launch_attempts >= provider.launch_retries.max(1) {
             let _ = self.write(|w| {
