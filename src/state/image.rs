@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
 use super::macros::text_enum;
-use super::{Reader, StateError, WriteTx, now_unix};
+use super::{Reader, StateError, WriteTx, json_column, now_unix};
 
 text_enum! {
     /// A disk-image build: `building → ready | failed | deleting`, `ready → deleting`,
@@ -140,27 +140,20 @@ const BUILD_SELECT: &str = "SELECT id, image_name, state, state_time, formats, b
 const UPLOAD_SELECT: &str = "SELECT id, build_id, image_name, provider, format, state, state_time, \
                              created_at, external_id, external_name, attempts, last_error FROM image_uploads";
 
-fn json_list(r: &Row<'_>, column: usize) -> rusqlite::Result<Vec<String>> {
-    let text: String = r.get(column)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
 fn build_from_row(r: &Row<'_>) -> rusqlite::Result<ImageBuild> {
     Ok(ImageBuild {
         id: r.get(0)?,
         image_name: r.get(1)?,
         state: r.get(2)?,
         state_time: r.get(3)?,
-        formats: json_list(r, 4)?,
+        formats: json_column(r, 4)?,
         builder: r.get(5)?,
         started_at: r.get(6)?,
         finished_at: r.get(7)?,
         exit_code: r.get(8)?,
         log_path: r.get(9)?,
         size_bytes: r.get(10)?,
-        pruned_formats: json_list(r, 11)?,
+        pruned_formats: json_column(r, 11)?,
     })
 }
 

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::macros::text_enum;
-use super::{Reader, StateError, WriteTx, now_unix};
+use super::{Reader, StateError, WriteTx, json_column, now_unix};
 
 text_enum! {
     /// `pending → running → done | failed`, and `pending → failed` (abandoned before sending).
@@ -63,7 +63,6 @@ const SELECT: &str = "SELECT id, plan_id, seq, kind, address, reason, payload, s
                       created_at, started_at, finished_at FROM journal";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<JournalEntry> {
-    let payload: String = r.get(6)?;
     Ok(JournalEntry {
         id: r.get(0)?,
         plan_id: r.get(1)?,
@@ -71,9 +70,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<JournalEntry> {
         kind: r.get(3)?,
         address: r.get(4)?,
         reason: r.get(5)?,
-        payload: serde_json::from_str(&payload).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        payload: json_column(r, 6)?,
         status: r.get(7)?,
         error: r.get(8)?,
         created_at: r.get(9)?,

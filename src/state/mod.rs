@@ -339,6 +339,18 @@ impl WriteTx<'_> {
 
 /// Creates the file with mode 0600 if it does not exist and tightens an existing one (and any
 /// `-wal`/`-shm` companions left by an earlier run) to 0600.
+/// A JSON text column (list-valued columns, journal payloads), decoded into `T`; a column that
+/// does not decode is a conversion failure naming the column.
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn prepare_file(path: &Path) -> Result<(), StateError> {
     use std::fs::{OpenOptions, Permissions, set_permissions};
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

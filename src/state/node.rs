@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Row, Statement, params};
 use serde::{Deserialize, Serialize};
 
 use super::macros::text_enum;
-use super::{Reader, StateError, WriteTx, now_unix};
+use super::{Reader, StateError, WriteTx, json_column, now_unix};
 
 text_enum! {
     /// The life of a node, as in upstream Nodepool, plus `init` for crash safety.
@@ -309,23 +309,6 @@ static UPDATE_DETAILS: LazyLock<String> = LazyLock::new(|| {
     format!("UPDATE nodes SET {} WHERE id = ?1", sets.join(", "))
 });
 
-fn json_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<String>> {
-    let text: String = row.get(idx)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn json_map(
-    row: &Row<'_>,
-    idx: usize,
-) -> rusqlite::Result<std::collections::BTreeMap<String, serde_json::Value>> {
-    let text: String = row.get(idx)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
 fn node_from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
     Ok(Node {
         id: r.get(0)?,
@@ -365,7 +348,7 @@ fn node_from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
             ram: r.get(33)?,
             instances: r.get(34)?,
             last_error: r.get(35)?,
-            attributes: json_map(r, 36)?,
+            attributes: json_column(r, 36)?,
         },
     })
 }

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
 use super::macros::text_enum;
-use super::{Reader, StateError, WriteTx, now_unix};
+use super::{Reader, StateError, WriteTx, json_column, now_unix};
 
 text_enum! {
     /// The life of a node request (upstream: requested, pending, fulfilled, failed).
@@ -66,25 +66,18 @@ pub struct NewRequest {
 const SELECT: &str = "SELECT id, state, labels, requestor, priority, tenant, created_at, \
                       state_time, declined_reason, nodes FROM node_requests";
 
-fn json_list(r: &Row<'_>, idx: usize) -> rusqlite::Result<Vec<String>> {
-    let text: String = r.get(idx)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
 fn from_row(r: &Row<'_>) -> rusqlite::Result<NodeRequest> {
     Ok(NodeRequest {
         id: r.get(0)?,
         state: r.get(1)?,
-        labels: json_list(r, 2)?,
+        labels: json_column(r, 2)?,
         requestor: r.get(3)?,
         priority: r.get(4)?,
         tenant: r.get(5)?,
         created_at: r.get(6)?,
         state_time: r.get(7)?,
         declined_reason: r.get(8)?,
-        nodes: json_list(r, 9)?,
+        nodes: json_column(r, 9)?,
     })
 }
 
