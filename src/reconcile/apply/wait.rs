@@ -350,10 +350,7 @@ impl Applier {
         l: &Launching,
         addrs: &Addresses,
     ) -> Result<Option<String>, String> {
-        let Some(node) = self.node(&l.node_id).filter(|n| {
-            self.place(&n.provider, &n.pool, &n.label)
-                .is_some_and(|(_, pool, _)| pool.auto_floating_ip)
-        }) else {
+        let Some(node) = self.node(&l.node_id).filter(|n| self.wants_floating_ip(n)) else {
             return Ok(None);
         };
         if addrs.public_ipv4.is_some() || addrs.public_ipv6.is_some() {
@@ -364,31 +361,20 @@ impl Applier {
             // reached on the address it has.
             return Ok(None);
         };
-        let ports = client
-            .list_ports(&crate::cloud::PortQuery {
-                device_id: Some(l.server_id.clone()),
-                ..Default::default()
-            })
+        let ports = server_floating_ips(client, &l.server_id)
             .await
-            .map_err(|e| format!("auto-floating-ip: ports of server {}: {e}", l.server_id))?;
-        let Some(port) = ports.first() else {
+            .map_err(|e| format!("auto-floating-ip: {e}"))?;
+        let Some((port, on_port)) = ports.first() else {
             return Err(format!(
                 "auto-floating-ip: server {} has no port yet",
                 l.server_id
             ));
         };
-        let on_port = client
-            .list_floating_ips(&crate::cloud::FloatingIpQuery {
-                port_id: Some(port.id.clone()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("auto-floating-ip: floating IPs of port {}: {e}", port.id))?;
         if let Some(f) = on_port.first() {
             return Ok(Some(f.floating_ip_address.clone()));
         }
         let fip = client
-            .create_floating_ip(&net.id, Some(&port.id))
+            .create_floating_ip(&net.id, Some(port))
             .await
             .map_err(|e| format!("auto-floating-ip: on network {}: {e}", net.name))?;
         tracing::info!(node = %l.node_id, address = %fip.floating_ip_address, "floating IP attached");
@@ -405,27 +391,10 @@ impl Applier {
         node: &crate::state::Node,
         server_id: &str,
     ) -> Result<(), String> {
-        let wanted = self
-            .place(&node.provider, &node.pool, &node.label)
-            .is_some_and(|(_, pool, _)| pool.auto_floating_ip);
-        if !wanted {
+        if !self.wants_floating_ip(node) {
             return Ok(());
         }
-        let ports = client
-            .list_ports(&crate::cloud::PortQuery {
-                device_id: Some(server_id.to_owned()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("ports of server {server_id}: {e}"))?;
-        for port in ports {
-            let fips = client
-                .list_floating_ips(&crate::cloud::FloatingIpQuery {
-                    port_id: Some(port.id.clone()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| format!("floating IPs of port {}: {e}", port.id))?;
+        for (_, fips) in server_floating_ips(client, server_id).await? {
             for f in fips {
                 match client.delete_floating_ip(&f.id).await {
                     Ok(()) => {}
@@ -435,6 +404,12 @@ impl Applier {
             }
         }
         Ok(())
+    }
+
+    /// Whether the node's pool gives its servers floating IPs (`auto-floating-ip`).
+    fn wants_floating_ip(&self, node: &crate::state::Node) -> bool {
+        self.place(&node.provider, &node.pool, &node.label)
+            .is_some_and(|(_, pool, _)| pool.auto_floating_ip)
     }
 
     /// The external network of `provider`'s cloud (the first the project sees), looked up
@@ -565,4 +540,30 @@ impl Applier {
             .await
             .map(Some)
     }
+}
+
+/// The ports of a server (by id), each with the floating IPs attached to it.
+async fn server_floating_ips(
+    client: &OpenStackClient,
+    server_id: &str,
+) -> Result<Vec<(String, Vec<crate::cloud::FloatingIp>)>, String> {
+    let ports = client
+        .list_ports(&crate::cloud::PortQuery {
+            device_id: Some(server_id.to_owned()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("ports of server {server_id}: {e}"))?;
+    let mut out = Vec::with_capacity(ports.len());
+    for port in ports {
+        let fips = client
+            .list_floating_ips(&crate::cloud::FloatingIpQuery {
+                port_id: Some(port.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("floating IPs of port {}: {e}", port.id))?;
+        out.push((port.id, fips));
+    }
+    Ok(out)
 }
