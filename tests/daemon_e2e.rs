@@ -175,28 +175,12 @@ async fn follows_commits_rejects_invalid_ones_serves_requests_and_stops_on_sigte
     .await;
 
     // Dashboards: text by default, JSON on request; metrics without unbounded labels.
-    let text = env
-        .http
-        .get(format!("{}/node-list", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.get_text(&d, "/node-list").await;
     assert!(text.contains("small") && text.contains("ready"), "{text}");
     let labels = env.get_json(&d, "/label-list").await;
     assert_eq!(labels[0]["label"], "small");
     assert_eq!(labels[0]["min_ready"], 3);
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.get_text(&d, "/metrics").await;
     assert!(
         metrics.contains("nodepool_nodes{provider=\"east\",label=\"small\",state=\"ready\"} 3"),
         "{metrics}"
@@ -530,15 +514,7 @@ async fn a_provider_whose_passes_fail_is_ready_but_shown_failing_in_status() {
     assert!(error.contains("authentication failed"), "{status:#}");
     assert!(failing[0]["consecutive_failures"].as_u64().unwrap() >= 1);
     assert!(failing[0]["last_success"].is_null(), "{status:#}");
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.get_text(&d, "/metrics").await;
     assert!(
         metrics.contains(
             "nodepool_cloud_api_calls_total{provider=\"east\",operation=\"identity POST /auth/tokens\",status=\"401\"}"

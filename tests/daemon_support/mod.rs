@@ -213,6 +213,18 @@ impl Env {
             .unwrap()
     }
 
+    /// `path`'s body as text (no `Accept`, no token: what a dashboard or scraper sends).
+    pub async fn get_text(&self, d: &Running, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", d.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn nodes(&self, d: &Running) -> Vec<Value> {
         self.get_json(d, "/node-list")
             .await

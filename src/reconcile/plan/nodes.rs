@@ -139,6 +139,30 @@ fn delete(node: &Node, server: Option<&ObservedServer>, reason: String) -> Optio
 /// deletes a server's IPs with it): those attached and carrying the address recorded for the
 /// node or reported for its server.
 pub fn with_floating_ips(world: &World, out: &mut Plan) {
+    // Indexes built once, and only for providers whose clouds have attached floating IPs.
+    let mut attached: BTreeMap<&str, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    for (provider, state) in &world.clouds {
+        if let crate::reconcile::world::CloudState::Observed(view) = state {
+            let mut by_address: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for f in view.floating_ips.iter().filter(|f| f.port_id.is_some()) {
+                by_address
+                    .entry(f.address.as_str())
+                    .or_default()
+                    .push(f.id.as_str());
+            }
+            if !by_address.is_empty() {
+                attached.insert(provider.as_str(), by_address);
+            }
+        }
+    }
+    if attached.is_empty() {
+        return;
+    }
+    let recorded: BTreeMap<&str, &str> = world
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n.id.as_str(), n.details.public_ipv4.as_deref()?)))
+        .collect();
     for a in &mut out.actions {
         let ActionKind::DeleteNode {
             node_id,
@@ -149,33 +173,35 @@ pub fn with_floating_ips(world: &World, out: &mut Plan) {
         else {
             continue;
         };
-        let Some(view) = world.view(provider) else {
+        let (Some(by_address), Some(view)) =
+            (attached.get(provider.as_str()), world.view(provider))
+        else {
             continue;
         };
-        let recorded = world
-            .nodes
-            .iter()
-            .find(|n| &n.id == node_id)
-            .and_then(|n| n.details.public_ipv4.clone());
         let reported = server_id.as_deref().and_then(|sid| {
             let s = view.servers.iter().find(|s| s.id == sid)?;
             super::Addresses::of(s).public_ipv4
         });
-        let attached: Vec<_> = view
-            .floating_ips
-            .iter()
-            .filter(|f| {
-                f.port_id.is_some()
-                    && (recorded.as_deref() == Some(f.address.as_str())
-                        || reported.as_deref() == Some(f.address.as_str()))
-            })
+        let mut addresses: Vec<&str> = recorded
+            .get(node_id.as_str())
+            .copied()
+            .into_iter()
             .collect();
-        if attached.is_empty() {
-            continue;
+        if let Some(r) = reported.as_deref()
+            && !addresses.contains(&r)
+        {
+            addresses.push(r);
         }
-        *floating_ips = attached.iter().map(|f| f.id.clone()).collect();
-        let shown: Vec<&str> = attached.iter().map(|f| f.address.as_str()).collect();
-        a.reason = format!("{}; with its floating IP {}", a.reason, shown.join(", "));
+        let mut shown = Vec::new();
+        for address in addresses {
+            if let Some((&address, ids)) = by_address.get_key_value(address) {
+                floating_ips.extend(ids.iter().map(|id| (*id).to_owned()));
+                shown.push(address);
+            }
+        }
+        if !shown.is_empty() {
+            a.reason = format!("{}; with its floating IP {}", a.reason, shown.join(", "));
+        }
     }
 }
 
