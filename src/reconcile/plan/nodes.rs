@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::config::model::{OpenStackProvider, Pool, PoolLabel};
 use crate::reconcile::world::{ObservedServer, World};
 use crate::state::{Node, NodeState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Where a node stands relative to the config.
 enum Place<'c> {
@@ -163,6 +163,8 @@ pub fn with_floating_ips(world: &World, out: &mut Plan) {
         .iter()
         .filter_map(|n| Some((n.id.as_str(), n.details.public_ipv4.as_deref()?)))
         .collect();
+    // Servers by id, per provider, indexed the first time a deletion there asks.
+    let mut servers: BTreeMap<&str, HashMap<&str, &ObservedServer>> = BTreeMap::new();
     for a in &mut out.actions {
         let ActionKind::DeleteNode {
             node_id,
@@ -173,14 +175,17 @@ pub fn with_floating_ips(world: &World, out: &mut Plan) {
         else {
             continue;
         };
-        let (Some(by_address), Some(view)) =
-            (attached.get(provider.as_str()), world.view(provider))
-        else {
+        let (Some((&provider, by_address)), Some(view)) = (
+            attached.get_key_value(provider.as_str()),
+            world.view(provider),
+        ) else {
             continue;
         };
         let reported = server_id.as_deref().and_then(|sid| {
-            let s = view.servers.iter().find(|s| s.id == sid)?;
-            super::Addresses::of(s).public_ipv4
+            let index = servers
+                .entry(provider)
+                .or_insert_with(|| view.servers.iter().map(|s| (s.id.as_str(), s)).collect());
+            super::Addresses::of(index.get(sid)?).public_ipv4
         });
         let mut addresses: Vec<&str> = recorded
             .get(node_id.as_str())
