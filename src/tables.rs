@@ -201,6 +201,34 @@ pub fn alien_images(rows: &[(String, String, String)]) -> String {
     t.to_string()
 }
 
+/// `nodepool image-adopt`: the cloud images taken over (or that would be, on a dry run).
+pub fn adoptions(rows: &[crate::ops::images::Adoption]) -> String {
+    let mut t = table(&[
+        "Provider",
+        "Image",
+        "Name",
+        "Image ID",
+        "Upstream Build",
+        "Upstream Upload",
+        "Age",
+        "Upload ID",
+    ]);
+    let now = crate::state::now_unix();
+    for a in rows {
+        t.add_row(vec![
+            a.provider.clone(),
+            a.image.clone(),
+            a.external_name.clone(),
+            a.external_id.clone(),
+            a.upstream_build_id.clone().unwrap_or_default(),
+            a.upstream_upload_id.clone().unwrap_or_default(),
+            crate::state::format_age((now - a.created_at).max(0)),
+            a.upload_id.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.to_string()
+}
+
 /// `nodepool doctor`: one provider's report as text.
 pub fn doctor(provider: &str, r: &crate::cloud::doctor::DoctorReport) -> String {
     use std::fmt::Write;

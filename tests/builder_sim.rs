@@ -367,3 +367,163 @@ async fn image_pause_holds_builds_until_unpaused() {
     assert_eq!(builds.len(), 1);
     assert_eq!(builds[0].state, BuildState::Ready);
 }
+
+/// Switching from upstream Nodepool: its uploads (our ownership properties, no record here)
+/// would be deleted as leaks; `image-adopt` records them as ready uploads instead, a label
+/// launches from the newest at once, and images of other diskimages or not yet active are
+/// left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_uploads_are_adopted_instead_of_deleted() {
+    let env = sim::start(fast(), &config(None, 1)).await;
+    let client = env.workspace().clients["east"].clone();
+    let file = env.path("upstream.raw");
+    std::fs::write(&file, b"upstream image data").unwrap();
+    // As upstream names and marks its uploads: `{image_name}-{timestamp}`, build and upload ids.
+    let upstream = |name: &str, build: &str, upload: &str| {
+        let mut req = nodepool::cloud::CreateImage::new(name, "raw");
+        req.properties = [
+            ("nodepool_provider_name", "east"),
+            ("nodepool_build_id", build),
+            ("nodepool_upload_id", upload),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        req
+    };
+    let mut active = Vec::new();
+    for (name, build, upload) in [
+        ("img-1700000000", "0000000007", "0000000001"),
+        ("img-1700086400", "0000000008", "0000000001"),
+        ("other-1700000000", "0000000003", "0000000001"),
+    ] {
+        let i = client
+            .create_image(&upstream(name, build, upload))
+            .await
+            .unwrap();
+        client.upload_image(&i.id, &file, None).await.unwrap();
+        active.push(i.id);
+    }
+    let queued = client
+        .create_image(&upstream("img-1700090000", "0000000009", "0000000001"))
+        .await
+        .unwrap();
+
+    // Unadopted, the plan calls them leaks.
+    let mut ws = env.workspace();
+    let planned = ops::plan::plan(&mut ws, nodepool::state::now_unix())
+        .await
+        .unwrap();
+    assert!(
+        planned
+            .doc
+            .plan
+            .notes
+            .iter()
+            .any(|n| n.address == format!("leak.east.image.{}", active[0])),
+        "{:#?}",
+        planned.doc.plan.notes
+    );
+
+    // A dry run records nothing.
+    let dry = ops::images::adopt(&mut ws, "east", None, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.adopted.len(), 2, "{dry:#?}");
+    assert!(ws.store.read().uploads().unwrap().is_empty());
+
+    let out = ops::images::adopt(&mut ws, "east", None, false)
+        .await
+        .unwrap();
+    let mut adopted: Vec<(&str, &str, Option<&str>)> = out
+        .adopted
+        .iter()
+        .map(|a| {
+            (
+                a.image.as_str(),
+                a.external_name.as_str(),
+                a.upstream_build_id.as_deref(),
+            )
+        })
+        .collect();
+    adopted.sort();
+    assert_eq!(
+        adopted,
+        [
+            ("img", "img-1700000000", Some("0000000007")),
+            ("img", "img-1700086400", Some("0000000008")),
+        ]
+    );
+    let mut left: Vec<(&str, &str)> = out
+        .not_adopted
+        .iter()
+        .map(|n| (n.external_name.as_str(), n.why.as_str()))
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:#?}");
+    assert_eq!(left[0].0, "img-1700090000");
+    assert!(left[0].1.contains("queued, not active"), "{left:#?}");
+    assert_eq!(left[1].0, "other-1700000000");
+    assert!(left[1].1.contains("image-name-format"), "{left:#?}");
+    let uploads = ws.store.read().uploads().unwrap();
+    assert_eq!(uploads.len(), 2);
+    assert!(
+        uploads
+            .iter()
+            .all(|u| u.state == UploadState::Ready && u.build_id.is_none())
+    );
+
+    // Adopting again finds nothing new; the same image cannot be recorded twice.
+    let again = ops::images::adopt(&mut ws, "east", Some("img"), false)
+        .await
+        .unwrap();
+    assert!(again.adopted.is_empty(), "{again:#?}");
+
+    // Paused, so no build of ours replaces them in this test: the label launches from the
+    // newest adopted image, and nothing adopted is deleted.
+    ops::images::pause(&mut ws, "img", Some("switching over")).unwrap();
+    env.converge(3).await;
+    let ws = env.workspace();
+    let nodes = ws.store.read().nodes().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].state, NodeState::Ready);
+    assert_eq!(
+        nodes[0].details.image_id.as_deref(),
+        Some(active[1].as_str())
+    );
+    for id in &active[..2] {
+        assert_eq!(
+            client.get_image(id).await.unwrap().status.as_str(),
+            "active",
+            "adopted images stay"
+        );
+    }
+    // What was not adopted is still a leak, and goes.
+    let left: Vec<String> = client
+        .list_images(&nodepool::cloud::ImageQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert!(
+        !left.contains(&active[2]) && !left.contains(&queued.id),
+        "{left:?}"
+    );
+
+    // Refusals name what is wrong.
+    let mut ws = env.workspace();
+    let e = ops::images::adopt(&mut ws, "eats", None, true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("provider eats is not configured") && e.contains("east"),
+        "{e}"
+    );
+    let e = ops::images::adopt(&mut ws, "east", Some("imag"), true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not list diskimage imag"), "{e}");
+}

@@ -17,5 +17,5 @@ pub mod upload;
 pub use dib::{BuildDirs, BuildError, BuildOutput, BuildRequest, BuiltFile, build};
 pub use upload::{
     Cleanup, FailureReason, UploadError, UploadFailure, UploadRequest, Uploaded, format_image_name,
-    glance_formats, upload,
+    glance_formats, match_image_name, upload,
 };

@@ -156,28 +156,33 @@ pub fn glance_formats(format: &str) -> Result<(&'static str, &'static str), Uplo
         })
 }
 
-/// `image-name-format` with `{image_name}` and `{timestamp}` replaced, Python `str.format`
-/// style as upstream: `{{` and `}}` are literal braces; any other field is an error.
-pub fn format_image_name(
-    format: &str,
-    image_name: &str,
-    timestamp: i64,
-) -> Result<String, UploadError> {
+/// One piece of a parsed `image-name-format`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NamePart {
+    Literal(String),
+    ImageName,
+    Timestamp,
+}
+
+/// Parse `image-name-format`, Python `str.format` style as upstream: `{{` and `}}` are literal
+/// braces; `{image_name}` and `{timestamp}` are the fields; any other field is an error.
+fn name_parts(format: &str) -> Result<Vec<NamePart>, UploadError> {
     let err = |message: String| UploadError::NameFormat {
         format: format.to_owned(),
         message,
     };
-    let mut out = String::with_capacity(format.len() + image_name.len() + 10);
+    let mut parts = Vec::new();
+    let mut literal = String::new();
     let mut chars = format.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '{' if chars.peek() == Some(&'{') => {
                 chars.next();
-                out.push('{');
+                literal.push('{');
             }
             '}' if chars.peek() == Some(&'}') => {
                 chars.next();
-                out.push('}');
+                literal.push('}');
             }
             '{' => {
                 let mut field = String::new();
@@ -188,24 +193,76 @@ pub fn format_image_name(
                         Some(c) => field.push(c),
                     }
                 }
-                match field.as_str() {
-                    "image_name" => out.push_str(image_name),
-                    "timestamp" => out.push_str(&timestamp.to_string()),
+                let part = match field.as_str() {
+                    "image_name" => NamePart::ImageName,
+                    "timestamp" => NamePart::Timestamp,
                     other => {
                         return Err(err(format!(
                             "unknown field {{{other}}} (known: {{image_name}}, {{timestamp}})"
                         )));
                     }
+                };
+                if !literal.is_empty() {
+                    parts.push(NamePart::Literal(std::mem::take(&mut literal)));
                 }
+                parts.push(part);
             }
             '}' => return Err(err("single '}' (write '}}' for a literal brace)".into())),
-            c => out.push(c),
+            c => literal.push(c),
+        }
+    }
+    if !literal.is_empty() {
+        parts.push(NamePart::Literal(literal));
+    }
+    Ok(parts)
+}
+
+/// `image-name-format` with `{image_name}` and `{timestamp}` replaced (see [`name_parts`]).
+pub fn format_image_name(
+    format: &str,
+    image_name: &str,
+    timestamp: i64,
+) -> Result<String, UploadError> {
+    let mut out = String::with_capacity(format.len() + image_name.len() + 10);
+    for part in name_parts(format)? {
+        match part {
+            NamePart::Literal(l) => out.push_str(&l),
+            NamePart::ImageName => out.push_str(image_name),
+            NamePart::Timestamp => out.push_str(&timestamp.to_string()),
         }
     }
     if out.is_empty() {
-        return Err(err("the name is empty".into()));
+        return Err(UploadError::NameFormat {
+            format: format.to_owned(),
+            message: "the name is empty".into(),
+        });
     }
     Ok(out)
+}
+
+/// Whether `name` is one that `format` gives `image_name` for some timestamp (one or more
+/// digits): how an image uploaded by upstream Nodepool (or by us) is told apart from another
+/// diskimage's. `Some` with the timestamp read from the name (`None` if the format has no
+/// `{timestamp}`), `None` if it does not fit. A format that does not parse fits nothing.
+pub fn match_image_name(format: &str, image_name: &str, name: &str) -> Option<Option<i64>> {
+    fn rest(parts: &[NamePart], image_name: &str, name: &str) -> Option<Option<i64>> {
+        let Some((first, tail)) = parts.split_first() else {
+            return name.is_empty().then_some(None);
+        };
+        match first {
+            NamePart::Literal(l) => rest(tail, image_name, name.strip_prefix(l.as_str())?),
+            NamePart::ImageName => rest(tail, image_name, name.strip_prefix(image_name)?),
+            // Digits, as many as leave a fit for the rest (shortest first).
+            NamePart::Timestamp => {
+                let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+                (1..=digits).find_map(|k| {
+                    let later = rest(tail, image_name, &name[k..])?;
+                    Some(later.or_else(|| name[..k].parse().ok()))
+                })
+            }
+        }
+    }
+    rest(&name_parts(format).ok()?, image_name, name)
 }
 
 /// One upload of one built file to one provider.
@@ -583,6 +640,37 @@ mod tests {
         }
         let e = f("{build}").unwrap_err().to_string();
         assert!(e.contains("unknown field {build}"), "{e}");
+    }
+
+    #[test]
+    fn names_match_their_diskimage_only() {
+        let m = |fmt: &str, image: &str, name: &str| match_image_name(fmt, image, name).is_some();
+        let upstream = "{image_name}-{timestamp}";
+        assert!(m(upstream, "ubuntu-jammy", "ubuntu-jammy-1700000000"));
+        // Another diskimage whose name extends this one's is not this one's.
+        assert!(!m(upstream, "ubuntu", "ubuntu-jammy-1700000000"));
+        assert!(!m(upstream, "ubuntu-jammy", "ubuntu-jammy-"));
+        assert!(!m(upstream, "ubuntu-jammy", "ubuntu-jammy-17x"));
+        assert!(!m(
+            upstream,
+            "ubuntu-jammy",
+            "ubuntu-jammy-1700000000.qcow2"
+        ));
+        // Digits may be followed by more of the format, even more digits.
+        assert!(m("{image_name}-{timestamp}-1", "centos", "centos-123-1"));
+        assert!(m("np {{{image_name}}} {timestamp}", "f40", "np {f40} 99"));
+        assert!(m("{image_name}", "plain", "plain"));
+        assert!(!m("{image_name", "plain", "plain"));
+        // Round trip with the formatter.
+        let name = format_image_name(upstream, "debian", 1_700_000_123).unwrap();
+        assert_eq!(
+            match_image_name(upstream, "debian", &name),
+            Some(Some(1_700_000_123))
+        );
+        assert_eq!(
+            match_image_name("{image_name}", "plain", "plain"),
+            Some(None)
+        );
     }
 
     #[test]

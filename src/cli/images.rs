@@ -55,6 +55,21 @@ pub struct UnpauseArgs {
     image: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct AdoptArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The provider whose cloud holds the images.
+    provider: String,
+    /// Adopt only the images of this diskimage.
+    image: Option<String>,
+    /// Show what would be adopted; record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 async fn run(mut ws: Workspace, plan: Plan) -> anyhow::Result<ExitCode> {
     let lease = ops::apply::lease(&mut ws.store, "nodepool image command")?;
     let stamp = ws.store.read().stamp()?;
@@ -110,6 +125,47 @@ pub fn unpause(args: UnpauseArgs) -> anyhow::Result<ExitCode> {
     match ops::images::unpause(&mut ws, name)? {
         PauseOutcome::Changed => println!("diskimage {name} unpaused"),
         PauseOutcome::Unchanged(_) => println!("diskimage {name} was not paused"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn adopt(args: AdoptArgs) -> anyhow::Result<ExitCode> {
+    let mut ws = Workspace::open(args.state.paths())?;
+    let out =
+        ops::images::adopt(&mut ws, &args.provider, args.image.as_deref(), args.dry_run).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if out.adopted.is_empty() {
+        println!(
+            "no image to adopt in provider {}: every image carrying its ownership properties \
+             is owned by an upload record already{}",
+            args.provider,
+            if out.not_adopted.is_empty() {
+                ""
+            } else {
+                " or is left alone below"
+            }
+        );
+    } else {
+        println!("{}", nodepool::tables::adoptions(&out.adopted));
+        let n = out.adopted.len();
+        let s = if n == 1 { "" } else { "s" };
+        if args.dry_run {
+            println!("{n} image{s} would be adopted (dry run: nothing recorded)");
+        } else {
+            println!(
+                "{n} image{s} adopted as ready upload{s}: labels launch from the newest, and \
+                 uploads of new builds replace them"
+            );
+        }
+    }
+    for n in &out.not_adopted {
+        println!(
+            "left alone: {} ({}) in {}: {}",
+            n.external_name, n.external_id, n.provider, n.why
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

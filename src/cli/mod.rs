@@ -133,6 +133,10 @@ enum Command {
     ImagePause(images::PauseArgs),
     /// Lift a pause made with image-pause.
     ImageUnpause(images::UnpauseArgs),
+    /// Take over images upstream Nodepool uploaded (our ownership properties, no record here)
+    /// as ready uploads, so that switching over neither deletes them as leaks nor waits for
+    /// new builds.
+    ImageAdopt(images::AdoptArgs),
     /// Print the JSON Schema of nodepool.yaml.
     Schema,
     /// Follow the config repo and keep the world converged; serve the node API (both roles).
@@ -177,6 +181,7 @@ pub fn main() -> ExitCode {
         Command::ImageDelete(args) => runtime().and_then(|rt| rt.block_on(images::delete(args))),
         Command::ImagePause(args) => images::pause(args),
         Command::ImageUnpause(args) => images::unpause(args),
+        Command::ImageAdopt(args) => runtime().and_then(|rt| rt.block_on(images::adopt(args))),
         Command::Doctor { args, provider } => {
             runtime().and_then(|rt| rt.block_on(nodes::doctor(args, provider)))
         }

@@ -3,9 +3,15 @@
 //! pause or unpause an image (a record the planner reads).
 
 use super::{OpError, Workspace};
+use crate::builder::match_image_name;
+use crate::cloud::{ImageQuery, ImageStatus};
 use crate::config::diagnostic::did_you_mean;
 use crate::reconcile::plan::{Action, ActionKind, BuildRef, Plan, PlanOptions};
-use crate::state::{BuildState, ImagePause, Store, UploadState, format_age, now_unix};
+use crate::reconcile::world::meta;
+use crate::state::{
+    AdoptedUpload, BuildState, ImagePause, Store, UploadState, format_age, now_unix,
+};
+use std::collections::{BTreeMap, BTreeSet};
 
 fn known_image<'w>(ws: &'w Workspace, name: &str) -> Result<&'w crate::config::DiskImage, OpError> {
     ws.config().diskimage(name).ok_or_else(|| {
@@ -228,4 +234,170 @@ pub fn unpause(ws: &mut Workspace, name: &str) -> Result<PauseOutcome, OpError> 
 /// How long ago an operator pause was made, for messages.
 pub fn paused_for(p: &ImagePause) -> String {
     format_age(now_unix() - p.paused_at)
+}
+
+/// One cloud image `image-adopt` takes over as a ready upload (or would, on a dry run).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Adoption {
+    pub provider: String,
+    /// The diskimage its name belongs to (by the provider's `image-name-format`).
+    pub image: String,
+    pub external_id: String,
+    pub external_name: String,
+    /// Glance's `disk_format`.
+    pub format: Option<String>,
+    /// The ids upstream Nodepool gave it (image properties), for the operator's records.
+    pub upstream_build_id: Option<String>,
+    pub upstream_upload_id: Option<String>,
+    /// When the cloud created it (unix seconds).
+    pub created_at: i64,
+    /// The upload record made for it; `None` on a dry run.
+    pub upload_id: Option<String>,
+}
+
+/// A candidate left alone, with why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NotAdopted {
+    pub provider: String,
+    pub external_id: String,
+    pub external_name: String,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AdoptOutcome {
+    pub adopted: Vec<Adoption>,
+    pub not_adopted: Vec<NotAdopted>,
+}
+
+/// `nodepool image-adopt PROVIDER [IMAGE]`: take over the images in `provider`'s cloud that
+/// carry our ownership properties (as upstream Nodepool's uploads do) but that no upload
+/// record owns, and whose name is one the provider's `image-name-format` gives a diskimage it
+/// lists. Each becomes a `ready` upload of no build of ours, so labels launch from it at
+/// once, leak cleanup leaves it alone, and rotation replaces it once builds of ours are
+/// uploaded. Images in another state, or named for no listed diskimage, are reported and
+/// left alone. Nothing in the cloud changes.
+pub async fn adopt(
+    ws: &mut Workspace,
+    provider: &str,
+    image: Option<&str>,
+    dry_run: bool,
+) -> Result<AdoptOutcome, OpError> {
+    let config = ws.config();
+    let Some(p) = config.provider(provider) else {
+        return Err(OpError::Refused(format!(
+            "provider {provider} is not configured{}",
+            did_you_mean(provider, config.providers.iter().map(|p| p.name.as_str()))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
+        )));
+    };
+    if let Some(name) = image
+        && !p.diskimages.iter().any(|d| d.name == name)
+    {
+        return Err(OpError::Refused(format!(
+            "provider {provider} does not list diskimage {name}{}",
+            did_you_mean(name, p.diskimages.iter().map(|d| d.name.as_str()))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
+        )));
+    }
+    let Some(client) = ws.clients.get(provider) else {
+        let why = ws.unresolved.get(provider).cloned().unwrap_or_default();
+        return Err(OpError::Refused(format!(
+            "provider {provider} has no usable credentials: {why}"
+        )));
+    };
+    let query = ImageQuery {
+        properties: BTreeMap::from([(meta::PROVIDER.to_owned(), provider.to_owned())]),
+        ..ImageQuery::default()
+    };
+    let found = client.list_images(&query).await?;
+    let known: BTreeSet<String> = ws
+        .store
+        .read()
+        .uploads_of_provider(provider)?
+        .into_iter()
+        .filter_map(|u| u.details.external_id)
+        .collect();
+
+    let mut out = AdoptOutcome::default();
+    for i in found.into_iter().filter(|i| !known.contains(&i.id)) {
+        let name = i.name.clone().unwrap_or_default();
+        let left = |why: String| NotAdopted {
+            provider: provider.to_owned(),
+            external_id: i.id.clone(),
+            external_name: name.clone(),
+            why,
+        };
+        let owners: Vec<(&str, Option<i64>)> = p
+            .diskimages
+            .iter()
+            .filter(|d| image.is_none_or(|want| d.name == want))
+            .filter_map(|d| {
+                let stamp = match_image_name(&p.image_name_format, &d.name, &name)?;
+                Some((d.name.as_str(), stamp))
+            })
+            .collect();
+        let (diskimage, stamp) = match owners.as_slice() {
+            [one] => *one,
+            // Named for another diskimage than the one asked for: not a candidate.
+            [] if image.is_some() => continue,
+            [] => {
+                out.not_adopted.push(left(format!(
+                    "its name is not one image-name-format {:?} gives a diskimage of provider {provider}",
+                    p.image_name_format
+                )));
+                continue;
+            }
+            many => {
+                out.not_adopted.push(left(format!(
+                    "its name fits several diskimages ({})",
+                    many.iter().map(|(d, _)| *d).collect::<Vec<_>>().join(", ")
+                )));
+                continue;
+            }
+        };
+        if i.status != ImageStatus::Active {
+            out.not_adopted
+                .push(left(format!("it is {}, not active", i.status.as_str())));
+            continue;
+        }
+        out.adopted.push(Adoption {
+            provider: provider.to_owned(),
+            image: diskimage.to_owned(),
+            external_id: i.id.clone(),
+            external_name: name.clone(),
+            upstream_build_id: i.properties.get(meta::BUILD_ID).cloned(),
+            upstream_upload_id: i.properties.get(meta::UPLOAD_ID).cloned(),
+            // Upstream's own record of the upload time is the name's timestamp.
+            created_at: stamp
+                .or(i.created_at.map(|t| t.timestamp()))
+                .unwrap_or_else(now_unix),
+            upload_id: None,
+            format: i.disk_format.clone(),
+        });
+    }
+    if dry_run || out.adopted.is_empty() {
+        return Ok(out);
+    }
+    // Under the writer lease: an apply running now could otherwise delete these as leaks.
+    let lease = super::apply::lease(&mut ws.store, "nodepool image-adopt")?;
+    let adopted = &mut out.adopted;
+    ws.store.write_under_lease(&lease, |w| {
+        for a in adopted.iter_mut() {
+            let u = w.adopt_upload(&AdoptedUpload {
+                image_name: a.image.clone(),
+                provider: a.provider.clone(),
+                format: a.format.clone(),
+                external_id: a.external_id.clone(),
+                external_name: a.external_name.clone(),
+                created_at: a.created_at,
+            })?;
+            a.upload_id = Some(u.id);
+        }
+        Ok(())
+    })?;
+    drop(lease);
+    Ok(out)
 }

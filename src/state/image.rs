@@ -133,6 +133,19 @@ pub struct NewUpload {
     pub external_name: String,
 }
 
+/// An image found in a cloud and taken over as a ready upload (`nodepool image-adopt`): one
+/// uploaded by upstream Nodepool, carrying its ownership properties, that no record owns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdoptedUpload {
+    pub image_name: String,
+    pub provider: String,
+    pub format: Option<String>,
+    pub external_id: String,
+    pub external_name: String,
+    /// When the cloud created the image (unix seconds): rotation keeps the newest.
+    pub created_at: i64,
+}
+
 const BUILD_SELECT: &str = "SELECT id, image_name, state, state_time, formats, builder, \
                             started_at, finished_at, exit_code, log_path, size_bytes, pruned_formats \
                             FROM image_builds";
@@ -327,6 +340,59 @@ impl WriteTx<'_> {
                 upload.state,
                 upload.state_time,
                 upload.created_at,
+                upload.details.external_name
+            ])?;
+        Ok(upload)
+    }
+
+    /// Records an image already in the cloud as a `ready` upload of no build of ours. Refused
+    /// if an upload record already owns that cloud image.
+    pub fn adopt_upload(&self, new: &AdoptedUpload) -> Result<ImageUpload, StateError> {
+        let owned: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM image_uploads WHERE provider = ?1 AND external_id = ?2 LIMIT 1",
+            )?
+            .query_row(params![new.provider, new.external_id], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = owned {
+            return Err(StateError::Invalid(format!(
+                "image {} in provider {} is already upload {id}",
+                new.external_id, new.provider
+            )));
+        }
+        let now = now_unix();
+        let upload = ImageUpload {
+            id: self.next_text_id("upload")?,
+            build_id: None,
+            image_name: new.image_name.clone(),
+            provider: new.provider.clone(),
+            format: new.format.clone(),
+            state: UploadState::Ready,
+            state_time: now,
+            created_at: new.created_at,
+            details: UploadDetails {
+                external_id: Some(new.external_id.clone()),
+                external_name: new.external_name.clone(),
+                attempts: 0,
+                last_error: None,
+            },
+        };
+        self.tx
+            .prepare_cached(
+                "INSERT INTO image_uploads (id, build_id, image_name, provider, format, state, \
+                 state_time, created_at, external_id, external_name, attempts, last_error) \
+                 VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, NULL)",
+            )?
+            .execute(params![
+                upload.id,
+                upload.image_name,
+                upload.provider,
+                upload.format,
+                upload.state,
+                upload.state_time,
+                upload.created_at,
+                upload.details.external_id,
                 upload.details.external_name
             ])?;
         Ok(upload)

@@ -94,8 +94,8 @@ use serde::Serialize;
 pub use age::{age_since, describe_time, format_age, now_unix};
 pub use error::{ParseStateError, StateError};
 pub use image::{
-    BuildState, ImageBuild, ImagePause, ImageUpload, NewBuild, NewUpload, UploadDetails,
-    UploadState,
+    AdoptedUpload, BuildState, ImageBuild, ImagePause, ImageUpload, NewBuild, NewUpload,
+    UploadDetails, UploadState,
 };
 pub use journal::{JournalEntry, JournalStatus, NewJournalEntry};
 pub use leak::{LeakKind, LeakSighting};

@@ -6,6 +6,7 @@
 //! observation. The plan lists what it saw (`sightings`); apply records them.
 
 use super::{Action, ActionKind, Note, Plan, Sighting};
+use crate::builder::match_image_name;
 use crate::config::Config;
 use crate::reconcile::world::{World, meta};
 use crate::state::LeakKind;
@@ -18,7 +19,21 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
         .iter()
         .filter_map(|n| n.details.server_id.as_deref())
         .collect();
-    let upload_ids: BTreeSet<&str> = world.uploads.iter().map(|u| u.id.as_str()).collect();
+    // Uploads whose cloud image is not recorded yet (in flight, or interrupted before the
+    // answer was): an image carrying their upload and build ids is theirs. Both ids, as
+    // upstream's ids are sequences too, so an upstream image may carry an id of ours.
+    let in_flight: BTreeSet<(&str, &str, &str)> = world
+        .uploads
+        .iter()
+        .filter(|u| u.details.external_id.is_none())
+        .map(|u| {
+            (
+                u.provider.as_str(),
+                u.id.as_str(),
+                u.build_id.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
     let image_ids: BTreeSet<&str> = world
         .uploads
         .iter()
@@ -111,15 +126,30 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
             let ours =
                 i.properties.get(meta::PROVIDER).map(String::as_str) == Some(p.name.as_str());
             let upload = i.properties.get(meta::UPLOAD_ID).map(String::as_str);
-            if ours
-                && !image_ids.contains(i.id.as_str())
-                && upload.is_none_or(|u| !upload_ids.contains(u))
-            {
+            let build = i.properties.get(meta::BUILD_ID).map(String::as_str);
+            let pending = upload.is_some_and(|u| {
+                in_flight.contains(&(p.name.as_str(), u, build.unwrap_or_default()))
+            });
+            if ours && !image_ids.contains(i.id.as_str()) && !pending {
+                // Upstream Nodepool's uploads look like this to a fresh database.
+                let adoptable = p
+                    .diskimages
+                    .iter()
+                    .find(|d| match_image_name(&p.image_name_format, &d.name, &i.name).is_some())
+                    .map(|d| {
+                        format!(
+                            " (named for diskimage {}: `nodepool image-adopt {}` keeps it as an \
+                             upload instead)",
+                            d.name, p.name
+                        )
+                    })
+                    .unwrap_or_default();
                 candidates.push((
                     LeakKind::Image,
                     i.id.clone(),
                     format!(
-                        "image {} carries our properties (upload {}) but no upload record owns it",
+                        "image {} carries our properties (upload {}) but no upload record owns \
+                         it{adoptable}",
                         i.name,
                         upload.unwrap_or("?")
                     ),
