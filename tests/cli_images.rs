@@ -97,3 +97,92 @@ fn pause_and_unpause_an_image() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("was not paused"), "{}", text(&o));
 }
+
+/// `image-adopt` through the binary: the dry run lists the image and records nothing, the
+/// run records it (`image-list` shows it), `plan` stops calling it a leak, and a second run
+/// finds nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_an_upstream_upload() {
+    let sim = cloudsim::Simulator::start(cloudsim::SimConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    std::fs::write(d.join("clouds.yaml"), sim.clouds_yaml("east")).unwrap();
+    std::fs::write(
+        d.join("nodepool.yaml"),
+        "diskimages:\n  - name: ubuntu-noble\n    pause: true\n\
+         providers:\n  - name: east\n    cloud: east\n    rate: 0\n    diskimages: [{name: ubuntu-noble}]\n",
+    )
+    .unwrap();
+    let ws = nodepool::ops::Workspace::open(nodepool::ops::Paths {
+        config: d.join("nodepool.yaml"),
+        secure: None,
+        clouds: Some(d.join("clouds.yaml")),
+        state: d.join("state.db"),
+    })
+    .unwrap();
+    let client = ws.clients["east"].clone();
+    drop(ws);
+    let mut req = nodepool::cloud::CreateImage::new("ubuntu-noble-1700000000", "raw");
+    req.properties = [
+        ("nodepool_provider_name", "east"),
+        ("nodepool_build_id", "0000000012"),
+        ("nodepool_upload_id", "0000000003"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let image = client.create_image(&req).await.unwrap();
+    std::fs::write(d.join("data.raw"), b"upstream").unwrap();
+    client
+        .upload_image(&image.id, &d.join("data.raw"), None)
+        .await
+        .unwrap();
+
+    let run = |args: &'static [&'static str]| {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || nodepool(&d, args))
+    };
+    let o = run(&["plan"]).await.unwrap();
+    assert!(
+        text(&o).contains("`nodepool image-adopt east` keeps it"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["image-adopt", "east", "--dry-run"]).await.unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&image.id) && text(&o).contains("1 image would be adopted"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["image-list"]).await.unwrap();
+    assert!(!text(&o).contains(&image.id), "{}", text(&o));
+
+    let o = run(&["image-adopt", "east", "ubuntu-noble"]).await.unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 image adopted") && text(&o).contains("0000000012"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["image-list"]).await.unwrap();
+    assert!(text(&o).contains(&image.id), "{}", text(&o));
+    let o = run(&["plan"]).await.unwrap();
+    assert!(!text(&o).contains("leak.east.image"), "{}", text(&o));
+    let o = run(&["image-adopt", "east"]).await.unwrap();
+    assert!(
+        o.status.success() && text(&o).contains("no image to adopt in provider east"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["image-adopt", "west"]).await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("provider west is not configured"),
+        "{}",
+        text(&o)
+    );
+    sim.shutdown().await;
+}

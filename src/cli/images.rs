@@ -66,6 +66,7 @@ pub struct AdoptArgs {
     /// Show what would be adopted; record nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
 }
