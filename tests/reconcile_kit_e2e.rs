@@ -1,7 +1,8 @@
 //! End to end against the real OpenStack kit (Keystone, Glance, Nova with the fake driver):
 //! min-ready 2 → two ACTIVE servers with our metadata; raise to 3 → one more; a request and its
 //! release → the node is deleted and replaced; `auto-floating-ip` → a floating IP from the
-//! external network, shown by Nova, deleted with the node.
+//! external network, shown by Nova, deleted with the node; an upstream upload adopted, booted
+//! from, and deleted when no longer listed.
 //!
 //! Needs `eval "$(testing/openstack/stack env)"` (OS_CLIENT_CONFIG_FILE, OSKIT_INFO); without it
 //! the test says why it skipped and passes.
@@ -242,5 +243,78 @@ async fn kit_auto_floating_ip() {
     assert!(
         left.is_empty(),
         "the floating IP went with the node: {left:#?}"
+    );
+}
+
+/// An image upstream Nodepool uploaded to real Glance (its name format and ownership
+/// properties) is adopted, a label boots from it in real Nova, and once the provider no longer
+/// lists the diskimage the adopted upload is deleted from Glance like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kit_adopt_upstream_image() {
+    let Some((dir, paths)) = kit_paths("kit_adopt_upstream_image") else {
+        return;
+    };
+    let config = |min_ready: u32, listed: bool| {
+        format!(
+            "labels:\n  - name: kit-adopted\n    min-ready: {min_ready}\n\
+             diskimages:\n  - name: adopted\n    pause: true\n\
+             providers:\n  - name: kit-adopt\n    cloud: nodepool\n    rate: 0\n    boot-timeout: 120\n\
+             \x20   diskimages: [{}]\n\
+             \x20   pools:\n      - name: main\n        max-servers: 1\n        networks: [private]\n\
+             \x20       auto-floating-ip: false\n        host-key-checking: false\n        labels: [{}]\n",
+            if listed { "{name: adopted}" } else { "" },
+            if listed {
+                "{name: kit-adopted, diskimage: adopted, flavor-name: m1.small}"
+            } else {
+                ""
+            }
+        )
+    };
+    std::fs::write(&paths.config, config(1, true)).unwrap();
+    let mut ws = Workspace::open(paths.clone()).unwrap();
+    let client = ws.clients["kit-adopt"].clone();
+    let mut req = nodepool::cloud::CreateImage::new("adopted-1700000000", "raw");
+    req.properties = [
+        ("nodepool_provider_name", "kit-adopt"),
+        ("nodepool_build_id", "0000000005"),
+        ("nodepool_upload_id", "0000000001"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let image = client.create_image(&req).await.unwrap();
+    let data = dir.path().join("upstream.raw");
+    std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+    client.upload_image(&image.id, &data, None).await.unwrap();
+
+    let out = ops::images::adopt(&mut ws, "kit-adopt", None, false)
+        .await
+        .unwrap();
+    assert_eq!(out.adopted.len(), 1, "{out:#?}");
+    assert_eq!(out.adopted[0].external_id, image.id);
+    assert_eq!(out.adopted[0].format.as_deref(), Some("raw"));
+    drop(ws);
+
+    converge(&paths).await;
+    let ws = Workspace::open(paths.clone()).unwrap();
+    let nodes = ws.store.read().nodes().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].state, NodeState::Ready);
+    assert_eq!(
+        nodes[0].details.image_id.as_deref(),
+        Some(image.id.as_str())
+    );
+    let server = client
+        .get_server(nodes[0].details.server_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(server.status.as_str(), "ACTIVE");
+    drop(ws);
+
+    std::fs::write(&paths.config, config(0, false)).unwrap();
+    converge(&paths).await;
+    assert!(
+        client.get_image(&image.id).await.is_err(),
+        "the adopted upload is deleted once the provider no longer lists its diskimage"
     );
 }
