@@ -6,6 +6,8 @@
 
 #[path = "common/sim.rs"]
 mod sim;
+#[path = "common/upstream.rs"]
+mod upstream;
 
 use cloudsim::{FaultAction, FaultRule, SimConfig};
 use nodepool::ops::{self, OpError};
@@ -378,19 +380,6 @@ async fn upstream_uploads_are_adopted_instead_of_deleted() {
     let client = env.workspace().clients["east"].clone();
     let file = env.path("upstream.raw");
     std::fs::write(&file, b"upstream image data").unwrap();
-    // As upstream names and marks its uploads: `{image_name}-{timestamp}`, build and upload ids.
-    let upstream = |name: &str, build: &str, upload: &str| {
-        let mut req = nodepool::cloud::CreateImage::new(name, "raw");
-        req.properties = [
-            ("nodepool_provider_name", "east"),
-            ("nodepool_build_id", build),
-            ("nodepool_upload_id", upload),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        req
-    };
     let mut active = Vec::new();
     for (name, build, upload) in [
         ("img-1700000000", "0000000007", "0000000001"),
@@ -398,14 +387,19 @@ async fn upstream_uploads_are_adopted_instead_of_deleted() {
         ("other-1700000000", "0000000003", "0000000001"),
     ] {
         let i = client
-            .create_image(&upstream(name, build, upload))
+            .create_image(&upstream::image(name, "east", build, upload))
             .await
             .unwrap();
         client.upload_image(&i.id, &file, None).await.unwrap();
         active.push(i.id);
     }
     let queued = client
-        .create_image(&upstream("img-1700090000", "0000000009", "0000000001"))
+        .create_image(&upstream::image(
+            "img-1700090000",
+            "east",
+            "0000000009",
+            "0000000001",
+        ))
         .await
         .unwrap();
 

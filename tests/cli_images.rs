@@ -3,6 +3,9 @@
 
 use std::process::{Command, Output};
 
+#[path = "common/upstream.rs"]
+mod upstream;
+
 fn nodepool(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nodepool"))
         .args(args)
@@ -124,16 +127,15 @@ async fn adopt_an_upstream_upload() {
     .unwrap();
     let client = ws.clients["east"].clone();
     drop(ws);
-    let mut req = nodepool::cloud::CreateImage::new("ubuntu-noble-1700000000", "raw");
-    req.properties = [
-        ("nodepool_provider_name", "east"),
-        ("nodepool_build_id", "0000000012"),
-        ("nodepool_upload_id", "0000000003"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let image = client.create_image(&req).await.unwrap();
+    let image = client
+        .create_image(&upstream::image(
+            "ubuntu-noble-1700000000",
+            "east",
+            "0000000012",
+            "0000000003",
+        ))
+        .await
+        .unwrap();
     std::fs::write(d.join("data.raw"), b"upstream").unwrap();
     client
         .upload_image(&image.id, &d.join("data.raw"), None)

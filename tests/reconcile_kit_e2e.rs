@@ -13,6 +13,9 @@ use nodepool::state::{NewRequest, NodeState, RequestState};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "common/upstream.rs"]
+mod upstream;
+
 fn config(min_ready: u32) -> String {
     format!(
         "labels:\n  - name: kit-small\n    min-ready: {min_ready}\n\
@@ -273,16 +276,15 @@ async fn kit_adopt_upstream_image() {
     std::fs::write(&paths.config, config(1, true)).unwrap();
     let mut ws = Workspace::open(paths.clone()).unwrap();
     let client = ws.clients["kit-adopt"].clone();
-    let mut req = nodepool::cloud::CreateImage::new("adopted-1700000000", "raw");
-    req.properties = [
-        ("nodepool_provider_name", "kit-adopt"),
-        ("nodepool_build_id", "0000000005"),
-        ("nodepool_upload_id", "0000000001"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let image = client.create_image(&req).await.unwrap();
+    let image = client
+        .create_image(&upstream::image(
+            "adopted-1700000000",
+            "kit-adopt",
+            "0000000005",
+            "0000000001",
+        ))
+        .await
+        .unwrap();
     let data = dir.path().join("upstream.raw");
     std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
     client.upload_image(&image.id, &data, None).await.unwrap();

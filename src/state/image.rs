@@ -325,23 +325,7 @@ impl WriteTx<'_> {
                 last_error: None,
             },
         };
-        self.tx
-            .prepare_cached(
-                "INSERT INTO image_uploads (id, build_id, image_name, provider, format, state, \
-                 state_time, created_at, external_id, external_name, attempts, last_error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, 0, NULL)",
-            )?
-            .execute(params![
-                upload.id,
-                upload.build_id,
-                upload.image_name,
-                upload.provider,
-                upload.format,
-                upload.state,
-                upload.state_time,
-                upload.created_at,
-                upload.details.external_name
-            ])?;
+        self.insert_upload_row(&upload)?;
         Ok(upload)
     }
 
@@ -378,24 +362,32 @@ impl WriteTx<'_> {
                 last_error: None,
             },
         };
+        self.insert_upload_row(&upload)?;
+        Ok(upload)
+    }
+
+    fn insert_upload_row(&self, u: &ImageUpload) -> Result<(), StateError> {
         self.tx
             .prepare_cached(
                 "INSERT INTO image_uploads (id, build_id, image_name, provider, format, state, \
                  state_time, created_at, external_id, external_name, attempts, last_error) \
-                 VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, NULL)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
-                upload.id,
-                upload.image_name,
-                upload.provider,
-                upload.format,
-                upload.state,
-                upload.state_time,
-                upload.created_at,
-                upload.details.external_id,
-                upload.details.external_name
+                u.id,
+                u.build_id,
+                u.image_name,
+                u.provider,
+                u.format,
+                u.state,
+                u.state_time,
+                u.created_at,
+                u.details.external_id,
+                u.details.external_name,
+                u.details.attempts,
+                u.details.last_error
             ])?;
-        Ok(upload)
+        Ok(())
     }
 
     /// Moves an upload along [`UploadState::can_transition_to`].
