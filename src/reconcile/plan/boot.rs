@@ -4,51 +4,100 @@ use super::Boot;
 use crate::config::model::{OpenStackProvider, Pool, PoolLabel};
 use crate::reconcile::world::{CloudView, ObservedFlavor, World};
 use crate::state::UploadState;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
-/// Resolve image and flavor for `label` of `pool` in `provider`, or say why it cannot boot.
-pub fn resolve(
-    world: &World,
-    planned: &super::Plan,
-    view: &CloudView,
-    provider: &OpenStackProvider,
-    pool: &Pool,
-    label: &PoolLabel,
-    nth: u64,
-) -> Result<Boot, String> {
-    let (image_id, image_name, upload_id, after) = match image(world, view, provider, label) {
-        Ok((id, name, upload)) => (id, name, upload, None),
-        Err(e) => {
-            // A diskimage whose upload to this provider is planned above boots once it is done.
-            let pending = label.diskimage.as_ref().and_then(|d| {
+/// The image and flavor a pool label boots with: they depend on the world and the config
+/// only, so one plan works each out once, however many nodes of the label it decides about.
+#[derive(Default)]
+pub struct Boots<'c> {
+    chosen: RefCell<HashMap<PoolLabelKey<'c>, Result<Choice, String>>>,
+}
+
+/// (provider, pool, label) names.
+type PoolLabelKey<'c> = (&'c str, &'c str, &'c str);
+
+#[derive(Clone)]
+struct Choice {
+    image_id: String,
+    image_name: String,
+    upload_id: Option<String>,
+    flavor: ObservedFlavor,
+}
+
+impl<'c> Boots<'c> {
+    /// Resolve image and flavor for `label` of `pool` in `provider`, or say why it cannot
+    /// boot. A diskimage whose upload to this provider is planned in `planned` boots once
+    /// that upload is done (`Boot::after`). `nth` picks the availability zone.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resolve(
+        &self,
+        world: &World,
+        planned: &super::Plan,
+        view: &CloudView,
+        provider: &'c OpenStackProvider,
+        pool: &'c Pool,
+        label: &'c PoolLabel,
+        nth: u64,
+    ) -> Result<Boot, String> {
+        let key = (
+            provider.name.as_str(),
+            pool.name.as_str(),
+            label.name.as_str(),
+        );
+        let chosen = self
+            .chosen
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| {
+                let (image_id, image_name, upload_id) = image(world, view, provider, label)?;
+                let flavor = flavor(view, label)?.clone();
+                Ok(Choice {
+                    image_id,
+                    image_name,
+                    upload_id,
+                    flavor,
+                })
+            })
+            .clone();
+        let (choice, after) = match chosen {
+            Ok(c) => (c, None),
+            Err(e) => {
+                // A diskimage whose upload to this provider is planned above boots once it
+                // is done.
+                let Some(d) = &label.diskimage else {
+                    return Err(e);
+                };
                 let address = format!("image_upload.{}.{d}", provider.name);
-                planned
-                    .actions
-                    .iter()
-                    .any(|a| a.address == address)
-                    .then_some((d.clone(), address))
-            });
-            match pending {
-                Some((d, address)) => (String::new(), d, None, Some(address)),
-                None => return Err(e),
+                if !planned.actions.iter().any(|a| a.address == address) {
+                    return Err(e);
+                }
+                let flavor = flavor(view, label)?.clone();
+                let c = Choice {
+                    image_id: String::new(),
+                    image_name: d.clone(),
+                    upload_id: None,
+                    flavor,
+                };
+                (c, Some(address))
             }
-        }
-    };
-    let flavor = flavor(view, label)?;
-    let az = (!pool.availability_zones.is_empty()).then(|| {
-        let i = usize::try_from(nth).unwrap_or(0) % pool.availability_zones.len();
-        pool.availability_zones[i].clone()
-    });
-    Ok(Boot {
-        image_id,
-        image_name,
-        after,
-        upload_id,
-        flavor_id: flavor.id.clone(),
-        flavor_name: flavor.name.clone(),
-        vcpus: flavor.vcpus,
-        ram_mb: flavor.ram_mb,
-        az,
-    })
+        };
+        let az = (!pool.availability_zones.is_empty()).then(|| {
+            let i = usize::try_from(nth).unwrap_or(0) % pool.availability_zones.len();
+            pool.availability_zones[i].clone()
+        });
+        Ok(Boot {
+            image_id: choice.image_id,
+            image_name: choice.image_name,
+            after,
+            upload_id: choice.upload_id,
+            flavor_id: choice.flavor.id,
+            flavor_name: choice.flavor.name,
+            vcpus: choice.flavor.vcpus,
+            ram_mb: choice.flavor.ram_mb,
+            az,
+        })
+    }
 }
 
 fn image(

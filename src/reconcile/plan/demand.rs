@@ -43,8 +43,9 @@ fn slots<'c>(config: &'c Config, label: &str) -> Vec<Slot<'c>> {
     out
 }
 
-struct Demand<'a> {
-    config: &'a Config,
+struct Demand<'a, 'c> {
+    config: &'c Config,
+    boots: &'a boot::Boots<'c>,
     world: &'a World,
     cap: &'a mut Capacity,
     out: &'a mut Plan,
@@ -58,7 +59,13 @@ struct Demand<'a> {
     tenant_use: BTreeMap<String, Size>,
 }
 
-pub(super) fn plan_demand(config: &Config, world: &World, cap: &mut Capacity, out: &mut Plan) {
+pub(super) fn plan_demand<'c>(
+    config: &'c Config,
+    world: &World,
+    boots: &boot::Boots<'c>,
+    cap: &mut Capacity,
+    out: &mut Plan,
+) {
     let gone = out
         .actions
         .iter()
@@ -71,6 +78,7 @@ pub(super) fn plan_demand(config: &Config, world: &World, cap: &mut Capacity, ou
         .collect();
     let mut d = Demand {
         config,
+        boots,
         world,
         cap,
         out,
@@ -104,7 +112,7 @@ pub(super) fn plan_demand(config: &Config, world: &World, cap: &mut Capacity, ou
     }
 }
 
-impl Demand<'_> {
+impl<'c> Demand<'_, 'c> {
     fn alive(&self, n: &Node) -> bool {
         !self.gone.contains(&n.id)
             && matches!(
@@ -208,13 +216,13 @@ impl Demand<'_> {
     }
 
     /// Where one more node of `slot` would boot, if it fits.
-    fn try_slot(&self, slot: &Slot<'_>, extra: Size) -> Result<Boot, String> {
+    fn try_slot(&self, slot: &Slot<'c>, extra: Size) -> Result<Boot, String> {
         let view = self
             .world
             .view(&slot.provider.name)
             .ok_or_else(|| format!("provider {} could not be observed", slot.provider.name))?;
         let nth = self.cap.pool_servers(&slot.provider.name, &slot.pool.name);
-        let boot = boot::resolve(
+        let boot = self.boots.resolve(
             self.world,
             self.out,
             view,

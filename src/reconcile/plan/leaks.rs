@@ -10,11 +10,11 @@ use crate::builder::match_image_name;
 use crate::config::Config;
 use crate::reconcile::world::{World, meta};
 use crate::state::LeakKind;
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
-    let node_ids: BTreeSet<&str> = world.nodes.iter().map(|n| n.id.as_str()).collect();
-    let server_ids: BTreeSet<&str> = world
+    let node_ids: HashSet<&str> = world.nodes.iter().map(|n| n.id.as_str()).collect();
+    let server_ids: HashSet<&str> = world
         .nodes
         .iter()
         .filter_map(|n| n.details.server_id.as_deref())
@@ -22,7 +22,7 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
     // Uploads whose cloud image is not recorded yet (in flight, or interrupted before the
     // answer was): an image carrying their upload and build ids is theirs. Both ids, as
     // upstream's ids are sequences too, so an upstream image may carry an id of ours.
-    let in_flight: BTreeSet<(&str, &str, &str)> = world
+    let in_flight: HashSet<(&str, &str, &str)> = world
         .uploads
         .iter()
         .filter(|u| u.details.external_id.is_none())
@@ -34,7 +34,7 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
             )
         })
         .collect();
-    let image_ids: BTreeSet<&str> = world
+    let image_ids: HashSet<&str> = world
         .uploads
         .iter()
         .filter_map(|u| u.details.external_id.as_deref())

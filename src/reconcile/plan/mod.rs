@@ -339,15 +339,16 @@ pub fn plan(config: &Config, world: &World) -> Plan {
 pub fn plan_with(config: &Config, world: &World, opts: &PlanOptions) -> Plan {
     let mut out = Plan::default();
     let mut cap = capacity::Capacity::new(config, world);
+    let boots = boot::Boots::default();
     // 0. Images: builds, uploads, rotation (launches below may boot a planned upload).
     images::plan_images(config, world, opts, &mut out);
     // 1. Existing nodes: their lifecycle, drains, expiries, stale records.
-    nodes::plan_nodes(config, world, &mut cap, &mut out);
+    nodes::plan_nodes(config, world, &boots, &mut cap, &mut out);
     nodes::with_floating_ips(world, &mut out);
     // 2. Resources in the clouds that nothing owns.
     leaks::plan_leaks(config, world, &mut out);
     // 3. Demand: open requests first (priority order), then min-ready.
-    demand::plan_demand(config, world, &mut cap, &mut out);
+    demand::plan_demand(config, world, &boots, &mut cap, &mut out);
     order(&mut out);
     out
 }

@@ -3,7 +3,7 @@
 use super::capacity::{Capacity, node_size_in};
 use super::{Action, ActionKind, Note, Plan, boot, node_address};
 use crate::config::Config;
-use crate::config::model::{OpenStackProvider, Pool, PoolLabel};
+use crate::config::model::{Label, OpenStackProvider, Pool, PoolLabel};
 use crate::reconcile::world::{ObservedServer, World};
 use crate::state::{Node, NodeState};
 use std::collections::{BTreeMap, HashMap};
@@ -42,11 +42,19 @@ fn age(now: i64, then: i64) -> String {
     crate::state::format_age((now - then).max(0))
 }
 
-pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out: &mut Plan) {
+pub(super) fn plan_nodes<'c>(
+    config: &'c Config,
+    world: &World,
+    boots: &boot::Boots<'c>,
+    cap: &mut Capacity,
+    out: &mut Plan,
+) {
     let mut nodes: Vec<&Node> = world.nodes.iter().collect();
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
     let mut unavailable_noted = std::collections::BTreeSet::new();
     let mut indexes: BTreeMap<&str, ServerIndex<'_>> = BTreeMap::new();
+    let labels: HashMap<&str, &Label> =
+        config.labels.iter().map(|l| (l.name.as_str(), l)).collect();
     for node in nodes {
         let addr = node_address(&node.provider, &node.pool, &node.label, &node.id);
         let Some(view) = world.view(&node.provider) else {
@@ -71,7 +79,7 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
             .or_insert_with(|| ServerIndex::new(&node.provider, &view.servers));
         let server = index.find(node);
         let size = node_size_in(config, node, Some(view));
-        let decision = decide(config, world, out, node, server, cap);
+        let decision = decide(config, &labels, boots, world, out, node, server, cap);
         match &decision {
             Some(a) if matches!(a.kind, ActionKind::ForgetNode { .. }) => {}
             _ => cap.count(&node.provider, &node.pool, size),
@@ -87,8 +95,8 @@ pub(super) fn plan_nodes(config: &Config, world: &World, cap: &mut Capacity, out
 /// One provider's servers by id and by the node id in our metadata.
 #[derive(Default)]
 struct ServerIndex<'w> {
-    by_id: BTreeMap<&'w str, &'w ObservedServer>,
-    by_node: BTreeMap<&'w str, &'w ObservedServer>,
+    by_id: HashMap<&'w str, &'w ObservedServer>,
+    by_node: HashMap<&'w str, &'w ObservedServer>,
 }
 
 impl<'w> ServerIndex<'w> {
@@ -219,8 +227,11 @@ fn forget(node: &Node, reason: String) -> Option<Action> {
     )
 }
 
-fn decide(
-    config: &Config,
+#[allow(clippy::too_many_arguments)]
+fn decide<'c>(
+    config: &'c Config,
+    labels: &HashMap<&str, &Label>,
+    boots: &boot::Boots<'c>,
     world: &World,
     planned: &Plan,
     node: &Node,
@@ -258,7 +269,7 @@ fn decide(
             ),
         ),
         NodeState::Init | NodeState::Building => {
-            launching(world, planned, node, server, &place, cap)
+            launching(boots, world, planned, node, server, &place, cap)
         }
         NodeState::Ready | NodeState::InUse | NodeState::Hold => {
             let Some(s) = server else {
@@ -278,7 +289,9 @@ fn decide(
                     if let Place::Removed(why) = &place {
                         return delete(node, Some(s), format!("unused; {why}"));
                     }
-                    let max_age = config.label(&node.label).map_or(0, |l| l.max_ready_age);
+                    let max_age = labels
+                        .get(node.label.as_str())
+                        .map_or(0, |l| l.max_ready_age);
                     if max_age > 0
                         && now - node.state_time > i64::try_from(max_age).unwrap_or(i64::MAX)
                     {
@@ -320,12 +333,13 @@ fn fault(s: &ObservedServer) -> String {
 }
 
 /// A node being launched: adopt, mark ready, retry or give up.
-fn launching(
+fn launching<'c>(
+    boots: &boot::Boots<'c>,
     world: &World,
     planned: &Plan,
     node: &Node,
     server: Option<&ObservedServer>,
-    place: &Place<'_>,
+    place: &Place<'c>,
     cap: &Capacity,
 ) -> Option<Action> {
     let (provider, pool, label) = match place {
@@ -362,7 +376,7 @@ fn launching(
         }
         let view = world.view(&node.provider)?;
         let nth = cap.pool_servers(&node.provider, &node.pool);
-        match boot::resolve(world, planned, view, provider, pool, label, nth) {
+        match boots.resolve(world, planned, view, provider, pool, label, nth) {
             Ok(boot) => action(
                 ActionKind::RelaunchNode {
                     node_id: node.id.clone(),
@@ -389,7 +403,9 @@ fn launching(
                 node_id: node.id.clone(),
                 provider: node.provider.clone(),
                 server_id: s.id.clone(),
-                boot: boot::resolve(world, planned, view, provider, pool, label, nth).ok(),
+                boot: boots
+                    .resolve(world, planned, view, provider, pool, label, nth)
+                    .ok(),
             },
             why,
         )
