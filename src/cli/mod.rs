@@ -111,6 +111,17 @@ enum Command {
         args: nodes::TableArgs,
         provider: Option<String>,
     },
+    /// Write a consistent copy of the database (safe while the daemon runs); restore by
+    /// stopping the daemon and putting the copy in the database's place.
+    Backup {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Where to write the copy (must not exist).
+        dest: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A provider's nodes and image uploads.
     Info {
         #[command(flatten)]
@@ -176,6 +187,7 @@ pub fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(nodes::alien_image_list(args, provider)))
         }
         Command::Info { args, provider } => nodes::info(args, provider),
+        Command::Backup { state, dest, json } => backup(&state, &dest, json),
         Command::ImageBuild(args) => runtime().and_then(|rt| rt.block_on(images::build(args))),
         Command::ImageUpload(args) => runtime().and_then(|rt| rt.block_on(images::upload(args))),
         Command::ImageDelete(args) => runtime().and_then(|rt| rt.block_on(images::delete(args))),
@@ -201,7 +213,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -220,4 +232,60 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+fn backup(state: &StateArgs, dest: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let s = nodepool::ops::backup::backup(&state.state, dest)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "backed up {} to {}: schema v{}, serial {} of lineage {}; {} nodes, {} requests, \
+             {} builds, {} uploads",
+            state.state.display(),
+            dest.display(),
+            s.schema_version,
+            s.stamp.serial,
+            s.stamp.lineage,
+            s.nodes,
+            s.requests,
+            s.builds,
+            s.uploads
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An error and its causes on one line, as `{:#}` would print them, except that a cause an
+/// outer message already quotes (many of ours name their cause in the text and also keep it
+/// as the source) is not said twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "File exists");
+        let e = anyhow::Error::new(nodepool::state::StateError::Io {
+            path: "/tmp/x.db".into(),
+            source: io,
+        });
+        assert_eq!(error_chain(&e), "state database /tmp/x.db: File exists");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&e), "outer: inner");
+    }
 }

@@ -5,6 +5,7 @@
 //! results are returned as data for a renderer.
 
 pub mod apply;
+pub mod backup;
 pub mod history;
 pub mod images;
 pub mod inventory;

@@ -287,6 +287,78 @@ impl Reader<'_> {
     }
 }
 
+/// What a backup holds, read back from the copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackupSummary {
+    pub stamp: Stamp,
+    pub schema_version: u32,
+    pub nodes: i64,
+    pub requests: i64,
+    pub builds: i64,
+    pub uploads: i64,
+}
+
+/// Writes a consistent copy of the database at `src` to `dest` (SQLite's `VACUUM INTO`, one
+/// read transaction): safe while a daemon is writing, unlike copying the file, whose WAL may
+/// hold the newest commits. `src` is opened read-only and never migrated; the copy is a
+/// complete database, owner-only like the original, and is read back for the summary so a
+/// copy that cannot be read fails now rather than at restore time. Refused if `dest` exists.
+pub fn backup(src: &Path, dest: &Path) -> Result<BackupSummary, StateError> {
+    use rusqlite::OpenFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_only = |path: &Path| -> Result<Connection, StateError> {
+        let open_err = |source| StateError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        Ok(conn)
+    };
+    let source = read_only(src)?;
+    // VACUUM INTO takes a new or empty file: create it here, so that it is owner-only and an
+    // existing file is never overwritten.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|source| StateError::Io {
+            path: dest.to_owned(),
+            source,
+        })?;
+    let copied = dest
+        .to_str()
+        .ok_or_else(|| StateError::Invalid(format!("{}: not a UTF-8 path", dest.display())))
+        .and_then(|d| Ok(source.execute("VACUUM INTO ?1", [d]).map(|_| ())?))
+        .and_then(|()| {
+            let copy = read_only(dest)?;
+            let count = |table: &str| -> Result<i64, StateError> {
+                Ok(copy.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+            };
+            Ok(BackupSummary {
+                stamp: Reader { conn: &copy }.stamp()?,
+                schema_version: copy.query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                    [],
+                    |r| r.get(0),
+                )?,
+                nodes: count("nodes")?,
+                requests: count("node_requests")?,
+                builds: count("image_builds")?,
+                uploads: count("image_uploads")?,
+            })
+        });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(dest);
+    }
+    copied
+}
+
 /// A consistent read view; dropping it ends the read transaction.
 pub struct Snapshot<'c> {
     tx: rusqlite::Transaction<'c>,
@@ -460,6 +532,55 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(store.read().stamp().unwrap().serial, 1);
         assert_eq!(store.read().nodes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn backup_copies_what_is_committed_while_a_writer_is_busy() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("state.db")).unwrap();
+        store
+            .insert_node(&NewNode::new("p", "main", "ubuntu"))
+            .unwrap();
+        // Another connection is in the middle of a write transaction.
+        let mut other = Store::open(dir.path().join("state.db")).unwrap();
+        let tx = other
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        let busy = WriteTx { tx };
+        busy.insert_node(&NewNode::new("p", "main", "uncommitted"))
+            .unwrap();
+
+        let dest = dir.path().join("backup.db");
+        let summary = backup(&dir.path().join("state.db"), &dest).unwrap();
+        drop(busy);
+        assert_eq!(summary.nodes, 1);
+        assert_eq!(summary.schema_version, SCHEMA_VERSION);
+        assert_eq!(summary.stamp, store.read().stamp().unwrap());
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let copy = Store::open(&dest).unwrap();
+        let labels: Vec<String> = copy
+            .read()
+            .nodes()
+            .unwrap()
+            .into_iter()
+            .map(|n| n.label)
+            .collect();
+        assert_eq!(labels, ["ubuntu"]);
+        assert_eq!(
+            copy.read().stamp().unwrap(),
+            store.read().stamp().unwrap(),
+            "the copy has the same lineage and serial"
+        );
+
+        // An existing file is never overwritten.
+        let e = backup(&dir.path().join("state.db"), &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backup.db"), "{e}");
+        assert_eq!(Store::open(&dest).unwrap().read().nodes().unwrap().len(), 1);
     }
 
     #[test]
