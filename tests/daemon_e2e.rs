@@ -623,3 +623,69 @@ async fn a_requested_node_comes_with_its_scanned_host_keys() {
         "{request:#}"
     );
 }
+
+/// As upstream with `STATSD_HOST` set: statsd lines with upstream's names reach a UDP
+/// listener — a counter and a timer per node that becomes ready, and node gauges by state
+/// overall, per provider and per label, zeros included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statsd_metrics_with_upstreams_names() {
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut env = Env::start(fast_sim(), &sim::config(2, 10)).await;
+    env.daemon_env = vec![
+        ("STATSD_HOST".into(), "127.0.0.1".into()),
+        ("STATSD_PORT".into(), port.to_string()),
+    ];
+    let mut d = env.spawn(0);
+    env.wait_ready(2, &d, WAIT).await;
+
+    let wanted = [
+        "nodepool.nodes.ready:2|g",
+        "nodepool.nodes.deleting:0|g",
+        "nodepool.provider.east.nodes.ready:2|g",
+        "nodepool.label.small.nodes.ready:2|g",
+        "nodepool.label.big.nodes.ready:0|g",
+        "nodepool.provider.east.max_servers:10|g",
+        "nodepool.launch.ready:1|c",
+        "nodepool.launch.image.cirros.ready:1|c",
+    ];
+    let mut lines: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut buf = [0u8; 65536];
+    while std::time::Instant::now() < deadline
+        && !wanted.iter().all(|w| lines.iter().any(|l| l == w))
+    {
+        if let Ok(n) = listener.recv(&mut buf) {
+            lines.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+    }
+    for w in wanted {
+        assert!(lines.iter().any(|l| l == w), "no {w:?} in {lines:#?}");
+    }
+    let launches = lines
+        .iter()
+        .filter(|l| l.as_str() == "nodepool.launch.ready:1|c")
+        .count();
+    assert_eq!(launches, 2, "one per ready node: {lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("nodepool.launch.ready:") && l.ends_with("|ms")),
+        "a launch timer: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("nodepool.launch.provider.east.") && l.ends_with(".ready:1|c")),
+        "per provider and availability zone: {lines:#?}"
+    );
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(20)).success());
+}

@@ -143,6 +143,8 @@ pub fn run(args: DaemonArgs, role: Role) -> anyhow::Result<ExitCode> {
     opts.role = role;
     opts.poll_interval = seconds("--poll-interval", args.poll_interval)?;
     opts.apply_poll = seconds("--apply-poll-interval", args.apply_poll_interval)?;
+    // As upstream: statsd metrics when STATSD_HOST is set.
+    opts.statsd = nodepool::daemon::statsd::StatsdTarget::from_env()?;
     let grace = seconds("--shutdown-timeout", args.shutdown_timeout)?;
     let mut tokens = match &args.api_token_file {
         Some(p) => read_secrets(p)?,

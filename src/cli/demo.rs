@@ -127,7 +127,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     section("nodepool apply --auto-approve");
     let reporter = Arc::new(|e: &ApplyEvent| match e {
-        ApplyEvent::Started { .. } => {}
+        ApplyEvent::Started { .. } | ApplyEvent::NodeReady { .. } => {}
         ApplyEvent::Done { address, detail } => println!("{address}: {detail}"),
         ApplyEvent::Failed { address, error } => println!("{address}: FAILED: {error}"),
     });

@@ -186,6 +186,7 @@ pub(super) async fn run_apply(
             ApplyEvent::Started { address } => format!("{address}: working..."),
             ApplyEvent::Done { address, detail } => format!("{address}: done ({detail})"),
             ApplyEvent::Failed { address, error } => format!("{address}: FAILED: {error}"),
+            ApplyEvent::NodeReady { .. } => return,
         };
         match &printer {
             Some(m) => {

@@ -26,6 +26,7 @@
 pub mod logging;
 pub mod metrics;
 pub mod select;
+pub mod statsd;
 pub mod status;
 
 pub use select::Role;
@@ -135,6 +136,8 @@ pub struct DaemonOptions {
     pub apply_poll: Duration,
     pub backoff: BackoffPolicy,
     pub debounce: Debounce,
+    /// Upstream's statsd metrics go here too (`STATSD_HOST`, ...), if set.
+    pub statsd: Option<statsd::StatsdTarget>,
 }
 
 impl DaemonOptions {
@@ -152,6 +155,7 @@ impl DaemonOptions {
             apply_poll: Duration::from_secs(2),
             backoff: BackoffPolicy::default(),
             debounce: Debounce::default(),
+            statsd: None,
         }
     }
 }
@@ -192,6 +196,7 @@ struct Inner {
     clouds: Mutex<BTreeMap<String, CloudState>>,
     status: Mutex<StatusBook>,
     metrics: Metrics,
+    statsd: Option<statsd::Statsd>,
     triggers: mpsc::Sender<Trigger>,
     trigger_rx: Mutex<Option<mpsc::Receiver<Trigger>>>,
 }
@@ -240,6 +245,17 @@ impl Daemon {
         let writer = Store::open(&opts.state)?;
         let aux = Store::open(&opts.state)?;
         let (triggers, rx) = mpsc::channel(8);
+        let statsd = match &opts.statsd {
+            Some(target) => {
+                Some(
+                    statsd::Statsd::connect(target).map_err(|e| DaemonError::Setup {
+                        what: "statsd".into(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
+            None => None,
+        };
         Ok(Daemon {
             inner: Arc::new(Inner {
                 scheduler: Scheduler::new(opts.backoff),
@@ -251,6 +267,7 @@ impl Daemon {
                 clouds: Mutex::new(BTreeMap::new()),
                 status: Mutex::new(StatusBook::default()),
                 metrics: Metrics::new(),
+                statsd,
                 triggers,
                 trigger_rx: Mutex::new(Some(rx)),
             }),
@@ -492,6 +509,7 @@ impl Daemon {
         self.inner
             .metrics
             .pass(&name, result.is_ok(), started.elapsed());
+        self.send_gauges();
         if !matches!(result, Err(DaemonError::ShuttingDown)) {
             let outcome = match &result {
                 Ok(_) => Ok(()),
@@ -973,10 +991,29 @@ impl Daemon {
                     daemon.record_action(kind, false, took);
                 }
             }
+            ApplyEvent::NodeReady { node } => {
+                if let Some(s) = &daemon.inner.statsd {
+                    s.node_ready(node, crate::state::now_unix());
+                }
+            }
         })
     }
 
+    /// Upstream's node gauges to statsd, if it is configured: counted from the database.
+    fn send_gauges(&self) {
+        let (Some(statsd), Some(active)) = (&self.inner.statsd, self.active()) else {
+            return;
+        };
+        match self.store().read().nodes() {
+            Ok(nodes) => statsd.gauges(&active.loaded.config, &nodes),
+            Err(e) => tracing::warn!(error = %e, "cannot count nodes for statsd"),
+        }
+    }
+
     fn record_action(&self, kind: &ActionKind, ok: bool, took: Duration) {
+        if let Some(s) = &self.inner.statsd {
+            statsd_action(s, kind, ok, took);
+        }
         let m = &self.inner.metrics;
         let result = if ok { "success" } else { "failure" }.to_owned();
         match kind {
@@ -1034,6 +1071,30 @@ impl Daemon {
             }
             _ => {}
         }
+    }
+}
+
+/// Upstream's statsd counters for one finished action (ready nodes come as
+/// [`ApplyEvent::NodeReady`], whichever action got them there).
+fn statsd_action(s: &statsd::Statsd, kind: &ActionKind, ok: bool, took: Duration) {
+    match kind {
+        ActionKind::LaunchNode { provider, boot, .. }
+        | ActionKind::RelaunchNode { provider, boot, .. }
+            if !ok =>
+        {
+            s.launch_failed(provider, boot.az.as_deref(), &boot.image_name);
+        }
+        ActionKind::AwaitServer { provider, boot, .. } if !ok => s.launch_failed(
+            provider,
+            boot.as_ref().and_then(|b| b.az.as_deref()),
+            boot.as_ref().map_or("None", |b| b.image_name.as_str()),
+        ),
+        ActionKind::BuildImage { image, formats } => s.build(image, formats, ok),
+        ActionKind::UploadImage {
+            provider, image, ..
+        } if ok => s.upload(image, provider, took),
+        ActionKind::DeleteLeak { provider, kind, .. } if ok => s.leak_deleted(provider, *kind),
+        _ => {}
     }
 }
 

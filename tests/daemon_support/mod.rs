@@ -16,6 +16,8 @@ pub struct Env {
     pub sim: SimHandle,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// Extra environment of the daemons this env spawns.
+    pub daemon_env: Vec<(String, String)>,
 }
 
 pub struct Running {
@@ -64,6 +66,7 @@ impl Env {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
+            daemon_env: Vec::new(),
         };
         env.commit(config, "initial config");
         env
@@ -179,7 +182,9 @@ impl Env {
             .env_remove("NODEPOOL_SECURE")
             .env_remove("NODEPOOL_STATE")
             .env_remove("OS_CLIENT_CONFIG_FILE")
+            .env_remove("STATSD_HOST")
             .env("NODEPOOL_LOG", "info,nodepool=debug")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

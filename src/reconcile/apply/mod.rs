@@ -21,7 +21,7 @@ use super::plan::{Action, ActionKind, Addresses, Boot, Plan};
 use crate::cloud::{CloudError, OpenStackClient, ServerQuery};
 use crate::config::Config;
 use crate::state::{
-    LeakKind, LeaseGuard, NewJournalEntry, NewNode, NodeDetails, NodeState, RequestState,
+    LeakKind, LeaseGuard, NewJournalEntry, NewNode, Node, NodeDetails, NodeState, RequestState,
     StateError, Store, WriteTx,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -73,9 +73,23 @@ impl Default for ApplyOptions {
 /// Progress of one action, for the CLI's output and the daemon's logs.
 #[derive(Clone, Debug)]
 pub enum ApplyEvent {
-    Started { address: String },
-    Done { address: String, detail: String },
-    Failed { address: String, error: String },
+    Started {
+        address: String,
+    },
+    Done {
+        address: String,
+        detail: String,
+    },
+    Failed {
+        address: String,
+        error: String,
+    },
+    /// A node became ready (its record as committed), whichever action got it there: a
+    /// launch, a relaunch or an await of a server launched by an earlier pass. For launch
+    /// metrics; printers may ignore it (a `Done` says the same to a person).
+    NodeReady {
+        node: Box<Node>,
+    },
 }
 
 pub type Reporter = Arc<dyn Fn(&ApplyEvent) + Send + Sync>;
@@ -249,7 +263,8 @@ impl Applier {
 
     /// Actions that only change records.
     fn apply_local(&self, seq: i64, a: &Action) -> Result<String, StateError> {
-        self.write(|w| {
+        let mut ready = None;
+        let detail = self.write(|w| {
             let j = self.journal(w, seq, kind_name(&a.kind), a)?;
             w.journal_start(j)?;
             let detail = match &a.kind {
@@ -258,7 +273,7 @@ impl Applier {
                     server_id,
                     addresses,
                 } => {
-                    mark_ready(w, node_id, server_id, addresses, &[])?;
+                    ready = Some(mark_ready(w, node_id, server_id, addresses, &[])?);
                     "ready".to_owned()
                 }
                 ActionKind::AdoptServer { node_id, server_id } => {
@@ -301,7 +316,13 @@ impl Applier {
             };
             w.journal_done(j)?;
             Ok(detail)
-        })
+        })?;
+        if let Some(node) = ready {
+            self.report(ApplyEvent::NodeReady {
+                node: Box::new(node),
+            });
+        }
+        Ok(detail)
     }
 
     /// One provider's cloud actions: mutations with bounded concurrency, then a wait loop for
@@ -439,7 +460,7 @@ fn mark_ready(
     server_id: &str,
     a: &Addresses,
     host_keys: &[String],
-) -> Result<(), StateError> {
+) -> Result<Node, StateError> {
     w.update_node(node_id, |d| {
         if !host_keys.is_empty() {
             d.host_keys = host_keys.to_vec();
@@ -457,8 +478,7 @@ fn mark_ready(
     if n.is_some_and(|n| n.state == NodeState::Init) {
         w.set_node_state(node_id, NodeState::Building)?;
     }
-    w.set_node_state(node_id, NodeState::Ready)?;
-    Ok(())
+    w.set_node_state(node_id, NodeState::Ready)
 }
 
 fn to_pending(w: &WriteTx<'_>, request: &str) -> Result<(), StateError> {

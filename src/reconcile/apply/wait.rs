@@ -198,11 +198,13 @@ impl Applier {
                         match keys {
                             Ok(keys) => {
                                 let r = self.write(|w| {
-                                    mark_ready(w, &l.node_id, &l.server_id, &addrs, &keys)?;
-                                    w.journal_done(l.journal).map(|_| ())
+                                    let node =
+                                        mark_ready(w, &l.node_id, &l.server_id, &addrs, &keys)?;
+                                    w.journal_done(l.journal)?;
+                                    Ok(node)
                                 });
                                 match r {
-                                    Ok(()) => {
+                                    Ok(node) => {
                                         report.done += 1;
                                         self.report(ApplyEvent::Done {
                                             address: l.address.clone(),
@@ -217,6 +219,9 @@ impl Applier {
                                                     format!(" ({} SSH host keys)", keys.len())
                                                 }
                                             ),
+                                        });
+                                        self.report(ApplyEvent::NodeReady {
+                                            node: Box::new(node),
                                         });
                                     }
                                     Err(e) => {
