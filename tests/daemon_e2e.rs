@@ -174,9 +174,25 @@ async fn follows_commits_rejects_invalid_ones_serves_requests_and_stops_on_sigte
     )
     .await;
 
-    // Dashboards: text by default, JSON on request; metrics without unbounded labels.
+    // Dashboards: text by default, JSON on request (upstream's objects); metrics without
+    // unbounded labels.
     let text = env.get_text(&d, "/node-list").await;
     assert!(text.contains("small") && text.contains("ready"), "{text}");
+    let nodes = env.get_json(&d, "/node-list").await;
+    let one = nodes[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(nodes[0]["label"], json!(["small"]), "{nodes:#}");
+    assert!(
+        nodes[0]["AZ"].is_string() && nodes[0]["locked"].is_string(),
+        "{nodes:#}"
+    );
+    let picked = env.get_text(&d, "/node-list?fields=id,state").await;
+    assert!(
+        picked.contains("| ID ") && picked.contains("State"),
+        "{picked}"
+    );
+    assert!(!picked.contains("Provider"), "{picked}");
+    let just = env.get_json(&d, &format!("/node-list?node_id={one}")).await;
+    assert_eq!(just.as_array().map(Vec::len), Some(1), "{just:#}");
     let labels = env.get_json(&d, "/label-list").await;
     assert_eq!(labels[0]["label"], "small");
     assert_eq!(labels[0]["min_ready"], 3);

@@ -6,7 +6,7 @@
 //! | `GET /api/v1/requests/{id}`        | bearer | state, nodes, addresses, host keys          |
 //! | `POST /api/v1/nodes/{id}/release`  | bearer | the consumer is done: used → deleted        |
 //! | `POST /api/v1/nodes/{id}/hold`     | bearer | hold for an operator `{reason, expires}`    |
-//! | `GET /node-list` … `/label-list`   | none   | text tables; JSON with `Accept: application/json` |
+//! | `GET /node-list` … `/label-list`   | none   | upstream's tables (`?fields=`, `?node_id=`); its objects with `Accept: application/json` |
 //! | `GET /status`, `/ready`, `/livez`  | none   | JSON status; 503 until every provider ran   |
 //! | `GET /metrics`                     | none   | Prometheus text                             |
 //! | `POST /hooks/git`                  | HMAC   | push webhook (`X-Hub-Signature-256`)        |
@@ -15,6 +15,8 @@
 //! call is refused. Bodies are limited ([`MAX_BODY_BYTES`], and the webhook's own limit).
 //! Errors are JSON `{"error": "..."}` with a fitting status code.
 
+mod listing;
+
 use crate::daemon::Daemon;
 use crate::ops::OpError;
 use crate::secret::Secret;
@@ -22,7 +24,7 @@ use crate::state::{NewRequest, Node, NodeRequest, StateError};
 use crate::watch::{self, Trigger, WatchError};
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -374,92 +376,76 @@ async fn hold_node(
     Ok(Json(NodeView::from(&node)))
 }
 
-fn table_or_json<T: Serialize>(
-    headers: &HeaderMap,
-    rows: &T,
-    text: impl FnOnce() -> String,
-) -> Response {
+/// Query of upstream's listings: `fields` picks the table's columns, `node_id` one node.
+#[derive(Debug, Default, Deserialize)]
+struct ListingQuery {
+    fields: Option<String>,
+    node_id: Option<String>,
+}
+
+/// A listing as upstream serves it: its objects for `Accept: application/json`, else its
+/// table (with `fields` only, if given).
+fn listing(headers: &HeaderMap, q: &ListingQuery, l: &listing::Listing) -> Response {
     if wants_json(headers) {
-        Json(rows).into_response()
-    } else {
-        (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            text(),
-        )
-            .into_response()
+        return Json(l.json()).into_response();
     }
+    let fields: Option<Vec<&str>> = q.fields.as_deref().map(|f| {
+        f.split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect()
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        l.text(fields.as_deref(), crate::state::now_unix()),
+    )
+        .into_response()
 }
 
 async fn node_list(
     State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListingQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let nodes = state.daemon.store().read().nodes()?;
-    let now = crate::state::now_unix();
-    let clouds: BTreeMap<String, Option<BTreeMap<String, String>>> = state
-        .daemon
-        .clouds()
-        .into_iter()
-        .map(|(p, c)| {
-            let servers = match c {
-                crate::reconcile::world::CloudState::Observed(view) => Some(
-                    view.servers
-                        .iter()
-                        .map(|s| (s.id.clone(), s.status.clone()))
-                        .collect(),
-                ),
-                crate::reconcile::world::CloudState::Unavailable { .. } => None,
-            };
-            (p, servers)
-        })
-        .collect();
-    Ok(table_or_json(&headers, &nodes, || {
-        crate::tables::nodes(&nodes, &clouds, now, false)
-    }))
+    let l = listing::nodes(&nodes, q.node_id.as_deref(), crate::state::now_unix());
+    Ok(listing(&headers, &q, &l))
 }
 
 async fn image_list(
     State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListingQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let uploads = state.daemon.store().read().uploads()?;
-    let now = crate::state::now_unix();
-    Ok(table_or_json(&headers, &uploads, || {
-        crate::tables::uploads(&uploads, now)
-    }))
+    Ok(listing(&headers, &q, &listing::uploads(&uploads)))
 }
 
 async fn dib_image_list(
     State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListingQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let builds = state.daemon.store().read().builds()?;
-    let now = crate::state::now_unix();
-    Ok(table_or_json(&headers, &builds, || {
-        crate::tables::builds(&builds, now)
-    }))
+    let (builds, pauses) = {
+        let store = state.daemon.store();
+        let read = store.read();
+        (read.builds()?, read.image_pauses()?)
+    };
+    Ok(listing(&headers, &q, &listing::builds(&builds, &pauses)))
 }
 
 async fn request_list(
     State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListingQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let requests = state.daemon.store().read().requests()?;
-    let now = crate::state::now_unix();
-    Ok(table_or_json(&headers, &requests, || {
-        crate::tables::requests(&requests, now)
-    }))
-}
-
-#[derive(Debug, Serialize)]
-struct LabelRow {
-    label: String,
-    min_ready: u32,
-    ready: u64,
+    Ok(listing(&headers, &q, &listing::requests(&requests)))
 }
 
 async fn label_list(
     State(state): State<Arc<ApiState>>,
+    Query(q): Query<ListingQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let active = state
@@ -473,31 +459,11 @@ async fn label_list(
         .ready_counts_by_label()?
         .into_iter()
         .collect();
-    let rows: Vec<LabelRow> = active
-        .loaded
-        .config
-        .labels
-        .iter()
-        .map(|l| LabelRow {
-            label: l.name.clone(),
-            min_ready: l.min_ready,
-            ready: ready.get(&l.name).copied().unwrap_or(0),
-        })
-        .collect();
-    Ok(table_or_json(&headers, &rows, || {
-        let mut t = comfy_table::Table::new();
-        t.load_style(comfy_table::presets::ASCII_FULL_CONDENSED)
-            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
-            .set_header(["Label", "Min ready", "Ready"]);
-        for r in &rows {
-            t.add_row([
-                r.label.clone(),
-                r.min_ready.to_string(),
-                r.ready.to_string(),
-            ]);
-        }
-        format!("{t}\n")
-    }))
+    let labels = active.loaded.config.labels.iter().map(|l| {
+        let now = ready.get(&l.name).copied().unwrap_or(0);
+        (l.name.as_str(), l.min_ready, now)
+    });
+    Ok(listing(&headers, &q, &listing::labels(labels)))
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Json<crate::daemon::StatusReport> {
