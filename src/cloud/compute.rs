@@ -12,30 +12,15 @@ use serde_json::{Value, json};
 use super::client::{Call, Link, OpenStackClient, Retry, next_of};
 use super::error::{CloudError, Service};
 
-/// Nova's server status (`status` field).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ServerStatus {
-    Build,
-    Active,
-    Error,
-    Deleted,
-    Shutoff,
-    /// Any other status (`REBOOT`, `RESIZE`, `SOFT_DELETED`, `UNKNOWN`, ...), verbatim.
-    #[serde(untagged)]
-    Other(String),
-}
-
-impl From<&str> for ServerStatus {
-    fn from(s: &str) -> Self {
-        match s {
-            "BUILD" => Self::Build,
-            "ACTIVE" => Self::Active,
-            "ERROR" => Self::Error,
-            "DELETED" => Self::Deleted,
-            "SHUTOFF" => Self::Shutoff,
-            other => Self::Other(other.to_owned()),
-        }
+wire_status! {
+    /// Nova's server status (`status` field); `Other` for `REBOOT`, `RESIZE`, `SOFT_DELETED`,
+    /// `UNKNOWN`, ...
+    pub enum ServerStatus {
+        Build = "BUILD",
+        Active = "ACTIVE",
+        Error = "ERROR",
+        Deleted = "DELETED",
+        Shutoff = "SHUTOFF",
     }
 }
 
@@ -638,20 +623,6 @@ fn limits_from(abs: &BTreeMap<String, Value>) -> Limits {
         instances: Quota::from_wire(get("maxTotalInstances"), get("totalInstancesUsed")),
         cores: Quota::from_wire(get("maxTotalCores"), get("totalCoresUsed")),
         ram_mb: Quota::from_wire(get("maxTotalRAMSize"), get("totalRAMUsed")),
-    }
-}
-
-impl ServerStatus {
-    /// Nova's spelling (`ACTIVE`, `BUILD`, ...).
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Build => "BUILD",
-            Self::Active => "ACTIVE",
-            Self::Error => "ERROR",
-            Self::Deleted => "DELETED",
-            Self::Shutoff => "SHUTOFF",
-            Self::Other(s) => s,
-        }
     }
 }
 

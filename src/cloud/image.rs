@@ -24,37 +24,18 @@ pub struct UploadProgress {
 /// Called as upload chunks go out (e.g. to move an indicatif bar). Must be cheap.
 pub type ProgressFn = Arc<dyn Fn(UploadProgress) + Send + Sync>;
 
-/// Glance image status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ImageStatus {
-    Queued,
-    Saving,
-    Uploading,
-    Importing,
-    Active,
-    Killed,
-    Deleted,
-    PendingDelete,
-    Deactivated,
-    #[serde(untagged)]
-    Other(String),
-}
-
-impl From<&str> for ImageStatus {
-    fn from(s: &str) -> Self {
-        match s {
-            "queued" => Self::Queued,
-            "saving" => Self::Saving,
-            "uploading" => Self::Uploading,
-            "importing" => Self::Importing,
-            "active" => Self::Active,
-            "killed" => Self::Killed,
-            "deleted" => Self::Deleted,
-            "pending_delete" => Self::PendingDelete,
-            "deactivated" => Self::Deactivated,
-            other => Self::Other(other.to_owned()),
-        }
+wire_status! {
+    /// Glance's image status.
+    pub enum ImageStatus {
+        Queued = "queued",
+        Saving = "saving",
+        Uploading = "uploading",
+        Importing = "importing",
+        Active = "active",
+        Killed = "killed",
+        Deleted = "deleted",
+        PendingDelete = "pending_delete",
+        Deactivated = "deactivated",
     }
 }
 
@@ -348,24 +329,6 @@ impl OpenStackClient {
     pub async fn delete_image(&self, id: &str) -> Result<(), CloudError> {
         let path = format!("/images/{}", path_id(id)?);
         self.send_empty(Call::delete(Service::Image, &path)).await
-    }
-}
-
-impl ImageStatus {
-    /// Glance's spelling (`active`, `queued`, ...).
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Queued => "queued",
-            Self::Saving => "saving",
-            Self::Uploading => "uploading",
-            Self::Importing => "importing",
-            Self::Active => "active",
-            Self::Killed => "killed",
-            Self::Deleted => "deleted",
-            Self::PendingDelete => "pending_delete",
-            Self::Deactivated => "deactivated",
-            Self::Other(s) => s,
-        }
     }
 }
 
