@@ -521,3 +521,59 @@ async fn upstream_uploads_are_adopted_instead_of_deleted() {
         .to_string();
     assert!(e.contains("does not list diskimage imag"), "{e}");
 }
+
+/// An image of an upload of ours still in flight (its record has no image id yet, the image
+/// carries its upload and build ids) is never adopted, even when an upstream image carries
+/// the same upload id for another build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_of_ours_in_flight_is_not_adopted() {
+    let env = sim::start(fast(), &config(None, 0)).await;
+    let mut ws = env.workspace();
+    let (build, upload) = ws
+        .store
+        .write(|w| {
+            let b = w.insert_build(&nodepool::state::NewBuild {
+                image_name: "img".into(),
+                ..Default::default()
+            })?;
+            let u = w.insert_upload(&nodepool::state::NewUpload {
+                build_id: Some(b.id.clone()),
+                image_name: "img".into(),
+                provider: "east".into(),
+                format: Some("raw".into()),
+                external_name: "img-1700000500".into(),
+            })?;
+            Ok((b.id, u.id))
+        })
+        .unwrap();
+    let client = ws.clients["east"].clone();
+    let ours = client
+        .create_image(&upstream::image("img-1700000500", "east", &build, &upload))
+        .await
+        .unwrap();
+    let theirs = client
+        .create_image(&upstream::image(
+            "img-1700000400",
+            "east",
+            "0000000099",
+            &upload,
+        ))
+        .await
+        .unwrap();
+    let file = env.path("data.raw");
+    std::fs::write(&file, b"data").unwrap();
+    for id in [&ours.id, &theirs.id] {
+        client.upload_image(id, &file, None).await.unwrap();
+    }
+    let out = ops::images::adopt(&mut ws, "east", None, false)
+        .await
+        .unwrap();
+    let adopted: Vec<&str> = out.adopted.iter().map(|a| a.external_id.as_str()).collect();
+    assert_eq!(adopted, [theirs.id.as_str()], "{out:#?}");
+    assert_eq!(out.not_adopted.len(), 1, "{out:#?}");
+    assert_eq!(out.not_adopted[0].external_id, ours.id);
+    assert!(
+        out.not_adopted[0].why.contains("not recorded as done yet"),
+        "{out:#?}"
+    );
+}

@@ -283,7 +283,7 @@ pub async fn adopt(
     image: Option<&str>,
     dry_run: bool,
 ) -> Result<AdoptOutcome, OpError> {
-    let config = ws.config();
+    let config = &ws.loaded.config;
     let Some(p) = config.provider(provider) else {
         return Err(OpError::Refused(format!(
             "provider {provider} is not configured{}",
@@ -308,21 +308,32 @@ pub async fn adopt(
             "provider {provider} has no usable credentials: {why}"
         )));
     };
+    // Held from before the listing to the last write: an apply running meanwhile could
+    // otherwise record one of these images itself (an upload finishing) or delete it as a leak.
+    let lease = if dry_run {
+        None
+    } else {
+        Some(super::apply::lease(&mut ws.store, "nodepool image-adopt")?)
+    };
     let query = ImageQuery {
         properties: BTreeMap::from([(meta::PROVIDER.to_owned(), provider.to_owned())]),
         ..ImageQuery::default()
     };
     let found = client.list_images(&query).await?;
-    let known: BTreeSet<String> = ws
-        .store
-        .read()
-        .uploads_of_provider(provider)?
-        .into_iter()
-        .filter_map(|u| u.details.external_id)
+    let ours = ws.store.read().uploads_of_provider(provider)?;
+    let known: BTreeSet<&str> = ours
+        .iter()
+        .filter_map(|u| u.details.external_id.as_deref())
+        .collect();
+    // Uploads of ours whose image id is not recorded yet carry their upload and build ids.
+    let in_flight: BTreeSet<(&str, &str)> = ours
+        .iter()
+        .filter(|u| u.details.external_id.is_none())
+        .map(|u| (u.id.as_str(), u.build_id.as_deref().unwrap_or_default()))
         .collect();
 
     let mut out = AdoptOutcome::default();
-    for i in found.into_iter().filter(|i| !known.contains(&i.id)) {
+    for i in found.iter().filter(|i| !known.contains(i.id.as_str())) {
         let name = i.name.clone().unwrap_or_default();
         let left = |why: String| NotAdopted {
             provider: provider.to_owned(),
@@ -330,6 +341,18 @@ pub async fn adopt(
             external_name: name.clone(),
             why,
         };
+        let ids = (
+            i.properties.get(meta::UPLOAD_ID).map(String::as_str),
+            i.properties.get(meta::BUILD_ID).map(String::as_str),
+        );
+        if let (Some(upload), build) = ids
+            && in_flight.contains(&(upload, build.unwrap_or_default()))
+        {
+            out.not_adopted.push(left(format!(
+                "it is upload {upload} of ours, not recorded as done yet"
+            )));
+            continue;
+        }
         let owners: Vec<(&str, Option<i64>)> = p
             .diskimages
             .iter()
@@ -378,11 +401,9 @@ pub async fn adopt(
             format: i.disk_format.clone(),
         });
     }
-    if dry_run || out.adopted.is_empty() {
+    let Some(lease) = lease.filter(|_| !out.adopted.is_empty()) else {
         return Ok(out);
-    }
-    // Under the writer lease: an apply running now could otherwise delete these as leaks.
-    let lease = super::apply::lease(&mut ws.store, "nodepool image-adopt")?;
+    };
     let adopted = &mut out.adopted;
     ws.store.write_under_lease(&lease, |w| {
         for a in adopted.iter_mut() {
