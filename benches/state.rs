@@ -158,6 +158,10 @@ fn main() {
             median(|| r.node_counts_by_state().unwrap().len()),
         ),
         (
+            "info: node counts by provider, label, state (gauges)",
+            median(|| r.node_counts().unwrap().len()),
+        ),
+        (
             "uploads of an image to a provider",
             median(|| r.uploads_for("image-7", "provider-3").unwrap().len()),
         ),

@@ -5,7 +5,7 @@
 //! [`crate::cloud::operation_name`], HTTP status codes): no node ids, request ids or error texts.
 
 use crate::cloud::{ApiCall, ApiCallCounter};
-use crate::state::{ImageBuild, Node};
+use crate::state::{ImageBuild, NodeCount};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -348,7 +348,7 @@ impl Metrics {
 
     /// Refresh what is computed from the database (nodes, the newest builds) and the clients'
     /// call counts, then render everything in the Prometheus text format.
-    pub fn encode(&self, nodes: &[Node], builds: &[ImageBuild]) -> String {
+    pub fn encode(&self, nodes: &[NodeCount], builds: &[ImageBuild]) -> String {
         self.nodes.clear();
         for n in nodes {
             self.nodes
@@ -357,7 +357,7 @@ impl Metrics {
                     label: n.label.clone(),
                     state: n.state.to_string(),
                 })
-                .inc();
+                .set(i64::try_from(n.count).unwrap_or(i64::MAX));
         }
         self.set_builds(builds);
         self.collect_api_calls();

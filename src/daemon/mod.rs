@@ -390,7 +390,7 @@ impl Daemon {
         let (nodes, builds) = {
             let store = self.store();
             let read = store.read();
-            (read.nodes()?, read.builds()?)
+            (read.node_counts()?, read.builds()?)
         };
         Ok(self.inner.metrics.encode(&nodes, &builds))
     }
@@ -1004,8 +1004,8 @@ impl Daemon {
         let (Some(statsd), Some(active)) = (&self.inner.statsd, self.active()) else {
             return;
         };
-        match self.store().read().nodes() {
-            Ok(nodes) => statsd.gauges(&active.loaded.config, &nodes),
+        match self.store().read().node_counts() {
+            Ok(counts) => statsd.gauges(&active.loaded.config, &counts),
             Err(e) => tracing::warn!(error = %e, "cannot count nodes for statsd"),
         }
     }

@@ -19,7 +19,7 @@
 //! send error drops the metric (statsd is fire-and-forget UDP anyway).
 
 use crate::config::Config;
-use crate::state::{LeakKind, Node, NodeState};
+use crate::state::{LeakKind, Node, NodeCount, NodeState};
 use cadence::prelude::*;
 use cadence::{QueuingMetricSink, StatsdClient, UdpMetricSink};
 use std::collections::BTreeMap;
@@ -158,8 +158,8 @@ impl Statsd {
     }
 
     /// Node counts by state, overall, per provider and per label.
-    pub fn gauges(&self, config: &Config, nodes: &[Node]) {
-        for (key, value) in gauges(config, nodes) {
+    pub fn gauges(&self, config: &Config, counts: &[NodeCount]) {
+        for (key, value) in gauges(config, counts) {
             self.gauge(&key, value);
         }
     }
@@ -183,7 +183,7 @@ fn launch_keys(node: &Node, result: &str) -> [String; 3] {
 
 /// Every gauge with its value: zeros for every state of every configured provider and label,
 /// so a state that empties reads 0 rather than its last count.
-fn gauges(config: &Config, nodes: &[Node]) -> BTreeMap<String, u64> {
+fn gauges(config: &Config, counts: &[NodeCount]) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let scopes = std::iter::once("nodepool".to_owned())
         .chain(
@@ -203,13 +203,13 @@ fn gauges(config: &Config, nodes: &[Node]) -> BTreeMap<String, u64> {
             out.insert(format!("{scope}.nodes.{state}"), 0);
         }
     }
-    for n in nodes {
+    for c in counts {
         for scope in [
             "nodepool".to_owned(),
-            format!("nodepool.provider.{}", part(&n.provider)),
-            format!("nodepool.label.{}", part(&n.label)),
+            format!("nodepool.provider.{}", part(&c.provider)),
+            format!("nodepool.label.{}", part(&c.label)),
         ] {
-            *out.entry(format!("{scope}.nodes.{}", n.state)).or_default() += 1;
+            *out.entry(format!("{scope}.nodes.{}", c.state)).or_default() += c.count;
         }
     }
     for p in &config.providers {
@@ -288,20 +288,13 @@ mod tests {
             &BTreeMap::new(),
         )
         .unwrap();
-        let mut node = Node {
-            id: "0000000001".into(),
+        let count = |state: NodeState| NodeCount {
             provider: "east".into(),
-            pool: "main".into(),
             label: "small".into(),
-            hostname: "np1".into(),
-            state: NodeState::Ready,
-            state_time: 0,
-            created_at: 0,
-            details: Default::default(),
+            state,
+            count: 1,
         };
-        let mut nodes = vec![node.clone()];
-        node.state = NodeState::InUse;
-        nodes.push(node);
+        let nodes = [count(NodeState::Ready), count(NodeState::InUse)];
         let g = gauges(&config, &nodes);
         assert_eq!(g["nodepool.nodes.ready"], 1);
         assert_eq!(g["nodepool.nodes.in-use"], 1);

@@ -101,7 +101,7 @@ pub use journal::{JournalEntry, JournalStatus, NewJournalEntry};
 pub use leak::{LeakKind, LeakSighting};
 pub use lease::LeaseGuard;
 pub use migrations::{SCHEMA_VERSION, migration_sql};
-pub use node::{NewNode, Node, NodeDetails, NodeState, NodeSummary, StateCount};
+pub use node::{NewNode, Node, NodeCount, NodeDetails, NodeState, NodeSummary, StateCount};
 pub use request::{NewRequest, NodeRequest, RequestState};
 pub use revision::{ConfigRevision, ConfigStatus, NewConfigRevision};
 
@@ -581,6 +581,33 @@ mod tests {
             .to_string();
         assert!(e.contains("backup.db"), "{e}");
         assert_eq!(Store::open(&dest).unwrap().read().nodes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn node_counts_group_by_provider_label_and_state() {
+        let mut store = Store::open_in_memory().unwrap();
+        for (p, l) in [("east", "a"), ("east", "a"), ("east", "b"), ("west", "a")] {
+            store.insert_node(&NewNode::new(p, "main", l)).unwrap();
+        }
+        let first = store.read().nodes().unwrap()[0].id.clone();
+        store.set_node_state(&first, NodeState::Building).unwrap();
+        let counts: Vec<(String, String, NodeState, u64)> = store
+            .read()
+            .node_counts()
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.provider, c.label, c.state, c.count))
+            .collect();
+        let row = |p: &str, l: &str, s, n| (p.to_owned(), l.to_owned(), s, n);
+        assert_eq!(
+            counts,
+            [
+                row("east", "a", NodeState::Building, 1),
+                row("east", "a", NodeState::Init, 1),
+                row("east", "b", NodeState::Init, 1),
+                row("west", "a", NodeState::Init, 1),
+            ]
+        );
     }
 
     #[test]

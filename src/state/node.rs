@@ -224,6 +224,15 @@ impl NewNode {
     }
 }
 
+/// How many nodes of one provider and label are in one state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeCount {
+    pub provider: String,
+    pub label: String,
+    pub state: NodeState,
+    pub count: u64,
+}
+
 /// How many nodes are in one state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StateCount {
@@ -597,6 +606,24 @@ impl Reader<'_> {
         )?;
         let rows = stmt.query_map(params![NodeState::Ready], |r| {
             Ok((r.get(0)?, r.get::<_, i64>(1)?.unsigned_abs()))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// How many nodes each (provider, label, state) has (combinations with none are omitted):
+    /// one grouped query, for gauges, instead of reading every row.
+    pub fn node_counts(&self) -> Result<Vec<NodeCount>, StateError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT provider, label, state, COUNT(*) FROM nodes \
+             GROUP BY provider, label, state ORDER BY provider, label, state",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(NodeCount {
+                provider: r.get(0)?,
+                label: r.get(1)?,
+                state: r.get(2)?,
+                count: r.get::<_, i64>(3)?.unsigned_abs(),
+            })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
