@@ -160,12 +160,12 @@ impl Metrics {
         );
         registry.register(
             "launches",
-            "Node launch actions by provider and result",
+            "Node launches by provider and result: success when the node became ready, failure when the launch was given up",
             m.launches.clone(),
         );
         registry.register(
             "launch_duration_seconds",
-            "Duration of node launch actions",
+            "Time from a node's creation to ready",
             m.launch_seconds.clone(),
         );
         registry.register(

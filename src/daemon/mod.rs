@@ -991,12 +991,29 @@ impl Daemon {
                     daemon.record_action(kind, false, took);
                 }
             }
-            ApplyEvent::NodeReady { node } => {
-                if let Some(s) = &daemon.inner.statsd {
-                    s.node_ready(node, crate::state::now_unix());
-                }
-            }
+            ApplyEvent::NodeReady { node } => daemon.record_ready(node),
         })
+    }
+
+    /// A node became ready: its launch succeeded (whichever pass's action got it there), timed
+    /// from the node's creation.
+    fn record_ready(&self, node: &crate::state::Node) {
+        let now = crate::state::now_unix();
+        let m = &self.inner.metrics;
+        m.launches
+            .get_or_create(&metrics::ProviderResult {
+                provider: node.provider.clone(),
+                result: "success".into(),
+            })
+            .inc();
+        m.launch_seconds
+            .get_or_create(&metrics::ProviderLabel {
+                provider: node.provider.clone(),
+            })
+            .observe((now - node.created_at).max(0) as f64);
+        if let Some(s) = &self.inner.statsd {
+            s.node_ready(node, now);
+        }
     }
 
     /// Upstream's node gauges to statsd, if it is configured: counted from the database.
@@ -1017,18 +1034,19 @@ impl Daemon {
         let m = &self.inner.metrics;
         let result = if ok { "success" } else { "failure" }.to_owned();
         match kind {
-            ActionKind::LaunchNode { provider, .. } | ActionKind::RelaunchNode { provider, .. } => {
+            // Successes are counted when the node is ready (`record_ready`): a launch action
+            // may hand its server over to a later pass.
+            ActionKind::LaunchNode { provider, .. }
+            | ActionKind::RelaunchNode { provider, .. }
+            | ActionKind::AwaitServer { provider, .. }
+                if !ok =>
+            {
                 m.launches
                     .get_or_create(&metrics::ProviderResult {
                         provider: provider.clone(),
                         result,
                     })
                     .inc();
-                m.launch_seconds
-                    .get_or_create(&metrics::ProviderLabel {
-                        provider: provider.clone(),
-                    })
-                    .observe(took.as_secs_f64());
             }
             ActionKind::DeleteNode { provider, .. } => {
                 m.node_deletes
