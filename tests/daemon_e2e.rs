@@ -705,3 +705,31 @@ async fn statsd_metrics_with_upstreams_names() {
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(20)).success());
 }
+
+/// Launch metrics count outcomes, not actions: with every boot ending in ERROR, each launch
+/// given up after its attempts counts as a failure and none as a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_given_up_count_as_failures() {
+    let env = Env::start(fast_sim(), &sim::config(1, 10)).await;
+    env.sim
+        .add_fault(cloudsim::FaultRule {
+            method: Some("POST".into()),
+            path: "/servers$".into(),
+            probability: 1.0,
+            count: None,
+            action: cloudsim::FaultAction::BootError { message: None },
+        })
+        .unwrap();
+    let d = env.spawn(0);
+    let failure = "nodepool_launches_total{provider=\"east\",result=\"failure\"}";
+    let metrics = env
+        .wait_for(0, "a failed launch in /metrics", WAIT, || async {
+            let m = env.get_text(&d, "/metrics").await;
+            m.contains(failure).then_some(m)
+        })
+        .await;
+    assert!(
+        !metrics.contains("nodepool_launches_total{provider=\"east\",result=\"success\"}"),
+        "{metrics}"
+    );
+}
