@@ -7,11 +7,11 @@ use crate::builder::match_image_name;
 use crate::cloud::{ImageQuery, ImageStatus};
 use crate::config::diagnostic::did_you_mean;
 use crate::reconcile::plan::{Action, ActionKind, BuildRef, Plan, PlanOptions};
-use crate::reconcile::world::meta;
+use crate::reconcile::world::{ImageOwner, ImageOwners, meta};
 use crate::state::{
     AdoptedUpload, BuildState, ImagePause, Store, UploadState, format_age, now_unix,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 fn known_image<'w>(ws: &'w Workspace, name: &str) -> Result<&'w crate::config::DiskImage, OpError> {
     ws.config().diskimage(name).ok_or_else(|| {
@@ -321,19 +321,10 @@ pub async fn adopt(
     };
     let found = client.list_images(&query).await?;
     let ours = ws.store.read().uploads_of_provider(provider)?;
-    let known: BTreeSet<&str> = ours
-        .iter()
-        .filter_map(|u| u.details.external_id.as_deref())
-        .collect();
-    // Uploads of ours whose image id is not recorded yet carry their upload and build ids.
-    let in_flight: BTreeSet<(&str, &str)> = ours
-        .iter()
-        .filter(|u| u.details.external_id.is_none())
-        .map(|u| (u.id.as_str(), u.build_id.as_deref().unwrap_or_default()))
-        .collect();
+    let owners = ImageOwners::new(&ours);
 
     let mut out = AdoptOutcome::default();
-    for i in found.iter().filter(|i| !known.contains(i.id.as_str())) {
+    for i in &found {
         let name = i.name.clone().unwrap_or_default();
         let left = |why: String| NotAdopted {
             provider: provider.to_owned(),
@@ -341,19 +332,20 @@ pub async fn adopt(
             external_name: name.clone(),
             why,
         };
-        let ids = (
-            i.properties.get(meta::UPLOAD_ID).map(String::as_str),
-            i.properties.get(meta::BUILD_ID).map(String::as_str),
-        );
-        if let (Some(upload), build) = ids
-            && in_flight.contains(&(upload, build.unwrap_or_default()))
-        {
-            out.not_adopted.push(left(format!(
-                "it is upload {upload} of ours, not recorded as done yet"
-            )));
-            continue;
+        match owners.of(provider, &i.id, &i.properties) {
+            Some(ImageOwner::Recorded) => continue,
+            Some(ImageOwner::InFlight) => {
+                out.not_adopted.push(left(format!(
+                    "it is upload {} of ours, not recorded as done yet",
+                    i.properties
+                        .get(meta::UPLOAD_ID)
+                        .map_or("?", String::as_str)
+                )));
+                continue;
+            }
+            None => {}
         }
-        let owners: Vec<(&str, Option<i64>)> = p
+        let fits: Vec<(&str, Option<i64>)> = p
             .diskimages
             .iter()
             .filter(|d| image.is_none_or(|want| d.name == want))
@@ -362,7 +354,7 @@ pub async fn adopt(
                 Some((d.name.as_str(), stamp))
             })
             .collect();
-        let (diskimage, stamp) = match owners.as_slice() {
+        let (diskimage, stamp) = match fits.as_slice() {
             [one] => *one,
             // Named for another diskimage than the one asked for: not a candidate.
             [] if image.is_some() => continue,

@@ -5,7 +5,7 @@
 
 use crate::state::{ImageBuild, ImagePause, ImageUpload, LeakSighting, Node, NodeRequest};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// Server metadata keys that mark a server as ours (the same keys upstream Nodepool sets, so a
 /// migration from upstream keeps recognising its servers).
@@ -18,6 +18,65 @@ pub mod meta {
     /// Image properties of our uploads.
     pub const BUILD_ID: &str = "nodepool_build_id";
     pub const UPLOAD_ID: &str = "nodepool_upload_id";
+}
+
+/// Which cloud images our upload records own: an image whose id an upload recorded, or one
+/// carrying the upload *and* build ids of an upload of ours whose image id is not recorded yet
+/// (in flight, or interrupted before the answer was). Both ids, because upstream's ids are
+/// sequences too: an upstream image may carry an upload id of ours for another build.
+pub struct ImageOwners<'u> {
+    recorded: HashSet<(&'u str, &'u str)>,
+    in_flight: HashSet<(&'u str, &'u str, &'u str)>,
+}
+
+/// How an upload record owns an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageOwner {
+    /// An upload recorded its id.
+    Recorded,
+    /// It carries the ids of an upload of ours still in flight.
+    InFlight,
+}
+
+impl<'u> ImageOwners<'u> {
+    pub fn new(uploads: impl IntoIterator<Item = &'u ImageUpload>) -> Self {
+        let mut owners = ImageOwners {
+            recorded: HashSet::new(),
+            in_flight: HashSet::new(),
+        };
+        for u in uploads {
+            match u.details.external_id.as_deref() {
+                Some(id) => {
+                    owners.recorded.insert((u.provider.as_str(), id));
+                }
+                None => {
+                    owners.in_flight.insert((
+                        u.provider.as_str(),
+                        u.id.as_str(),
+                        u.build_id.as_deref().unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        owners
+    }
+
+    /// The owner of image `id` in `provider`, carrying `properties`, if a record owns it.
+    pub fn of(
+        &self,
+        provider: &str,
+        id: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Option<ImageOwner> {
+        if self.recorded.contains(&(provider, id)) {
+            return Some(ImageOwner::Recorded);
+        }
+        let upload = properties.get(meta::UPLOAD_ID)?;
+        let build = properties.get(meta::BUILD_ID).map_or("", String::as_str);
+        self.in_flight
+            .contains(&(provider, upload.as_str(), build))
+            .then_some(ImageOwner::InFlight)
+    }
 }
 
 /// Everything the planner decides from.
@@ -184,5 +243,67 @@ impl World {
     /// The operator pause of `image`, if it has one.
     pub fn image_pause(&self, image: &str) -> Option<&ImagePause> {
         self.image_pauses.iter().find(|p| p.image_name == image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{UploadDetails, UploadState};
+
+    fn upload(id: &str, build: &str, image: Option<&str>) -> ImageUpload {
+        ImageUpload {
+            id: id.into(),
+            build_id: Some(build.into()),
+            image_name: "ubuntu".into(),
+            provider: "east".into(),
+            format: None,
+            state: UploadState::Uploading,
+            state_time: 0,
+            created_at: 0,
+            details: UploadDetails {
+                external_id: image.map(str::to_owned),
+                ..UploadDetails::default()
+            },
+        }
+    }
+
+    fn props(upload: &str, build: &str) -> BTreeMap<String, String> {
+        [(meta::UPLOAD_ID, upload), (meta::BUILD_ID, build)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn images_are_owned_by_recorded_id_or_by_both_ids_of_an_upload_in_flight() {
+        let uploads = [
+            upload("0000000001", "0000000001", Some("img-a")),
+            upload("0000000002", "0000000001", None),
+        ];
+        let owners = ImageOwners::new(&uploads);
+        let none = BTreeMap::new();
+        assert_eq!(
+            owners.of("east", "img-a", &none),
+            Some(ImageOwner::Recorded)
+        );
+        assert_eq!(
+            owners.of("west", "img-a", &none),
+            None,
+            "another provider's"
+        );
+        assert_eq!(
+            owners.of("east", "img-b", &props("0000000002", "0000000001")),
+            Some(ImageOwner::InFlight)
+        );
+        // Upstream's upload 0000000001 of its build 0000000042: not ours.
+        assert_eq!(
+            owners.of("east", "img-c", &props("0000000001", "0000000042")),
+            None
+        );
+        assert_eq!(
+            owners.of("east", "img-d", &props("0000000002", "0000000042")),
+            None
+        );
     }
 }

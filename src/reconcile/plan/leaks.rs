@@ -8,7 +8,7 @@
 use super::{Action, ActionKind, Note, Plan, Sighting};
 use crate::builder::match_image_name;
 use crate::config::Config;
-use crate::reconcile::world::{World, meta};
+use crate::reconcile::world::{ImageOwners, World, meta};
 use crate::state::LeakKind;
 use std::collections::HashSet;
 
@@ -19,26 +19,7 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
         .iter()
         .filter_map(|n| n.details.server_id.as_deref())
         .collect();
-    // Uploads whose cloud image is not recorded yet (in flight, or interrupted before the
-    // answer was): an image carrying their upload and build ids is theirs. Both ids, as
-    // upstream's ids are sequences too, so an upstream image may carry an id of ours.
-    let in_flight: HashSet<(&str, &str, &str)> = world
-        .uploads
-        .iter()
-        .filter(|u| u.details.external_id.is_none())
-        .map(|u| {
-            (
-                u.provider.as_str(),
-                u.id.as_str(),
-                u.build_id.as_deref().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let image_ids: HashSet<&str> = world
-        .uploads
-        .iter()
-        .filter_map(|u| u.details.external_id.as_deref())
-        .collect();
+    let owners = ImageOwners::new(&world.uploads);
 
     for p in &config.providers {
         let Some(view) = world.view(&p.name) else {
@@ -126,11 +107,7 @@ pub(super) fn plan_leaks(config: &Config, world: &World, out: &mut Plan) {
             let ours =
                 i.properties.get(meta::PROVIDER).map(String::as_str) == Some(p.name.as_str());
             let upload = i.properties.get(meta::UPLOAD_ID).map(String::as_str);
-            let build = i.properties.get(meta::BUILD_ID).map(String::as_str);
-            let pending = upload.is_some_and(|u| {
-                in_flight.contains(&(p.name.as_str(), u, build.unwrap_or_default()))
-            });
-            if ours && !image_ids.contains(i.id.as_str()) && !pending {
+            if ours && owners.of(&p.name, &i.id, &i.properties).is_none() {
                 // Upstream Nodepool's uploads look like this to a fresh database.
                 let adoptable = p
                     .diskimages
