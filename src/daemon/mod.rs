@@ -1048,7 +1048,19 @@ impl Daemon {
                     })
                     .inc();
             }
-            ActionKind::DeleteNode { provider, .. } => {
+            ActionKind::DeleteNode {
+                provider,
+                gives_up_launch,
+                ..
+            } => {
+                if *gives_up_launch && ok {
+                    m.launches
+                        .get_or_create(&metrics::ProviderResult {
+                            provider: provider.clone(),
+                            result: "failure".into(),
+                        })
+                        .inc();
+                }
                 m.node_deletes
                     .get_or_create(&metrics::ProviderResult {
                         provider: provider.clone(),
@@ -1107,6 +1119,11 @@ fn statsd_action(s: &statsd::Statsd, kind: &ActionKind, ok: bool, took: Duration
             boot.as_ref().and_then(|b| b.az.as_deref()),
             boot.as_ref().map_or("None", |b| b.image_name.as_str()),
         ),
+        ActionKind::DeleteNode {
+            provider,
+            gives_up_launch: true,
+            ..
+        } if ok => s.launch_failed(provider, None, "None"),
         ActionKind::BuildImage { image, formats } => s.build(image, formats, ok),
         ActionKind::UploadImage {
             provider, image, ..

@@ -205,6 +205,7 @@ mod tests {
                         provider: "east".into(),
                         server_id: None,
                         floating_ips: vec![],
+                        gives_up_launch: false,
                     },
                 ),
                 action(

@@ -185,6 +185,7 @@ pub fn erase_plan(world: &World, provider: &str) -> Result<Plan, OpError> {
                     provider: provider.to_owned(),
                     server_id: Some(sid),
                     floating_ips: Vec::new(),
+                    gives_up_launch: false,
                 },
                 None => ActionKind::ForgetNode {
                     node_id: n.id.clone(),

@@ -225,6 +225,10 @@ pub enum ActionKind {
         /// Floating IPs attached to its server (`auto-floating-ip`): deleted with it.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         floating_ips: Vec<String>,
+        /// The node never became ready and its launch is given up (attempts or time used up):
+        /// a launch failure for the metrics.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        gives_up_launch: bool,
     },
     /// A record whose server the cloud no longer has: remove the record only.
     ForgetNode { node_id: String },

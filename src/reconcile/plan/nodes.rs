@@ -138,9 +138,22 @@ fn delete(node: &Node, server: Option<&ObservedServer>, reason: String) -> Optio
                 .map(|s| s.id.clone())
                 .or_else(|| node.details.server_id.clone()),
             floating_ips: Vec::new(),
+            gives_up_launch: false,
         },
         reason,
     )
+}
+
+/// [`delete`] of a node whose launch is given up (it never became ready).
+fn give_up(node: &Node, server: Option<&ObservedServer>, reason: String) -> Option<Action> {
+    let mut a = delete(node, server, reason)?;
+    if let ActionKind::DeleteNode {
+        gives_up_launch, ..
+    } = &mut a.kind
+    {
+        *gives_up_launch = true;
+    }
+    Some(a)
 }
 
 /// The floating IPs on the servers of nodes being deleted go with them (as upstream, which
@@ -179,6 +192,7 @@ pub fn with_floating_ips(world: &World, out: &mut Plan) {
             provider,
             server_id,
             floating_ips,
+            ..
         } = &mut a.kind
         else {
             continue;
@@ -353,7 +367,7 @@ fn launching<'c>(
     // node older than all its attempts together is given up whatever it is doing.
     let budget = u64::from(retries).saturating_mul(provider.launch_timeout + provider.boot_timeout);
     if now - node.created_at > i64::try_from(budget).unwrap_or(i64::MAX) {
-        return delete(
+        return give_up(
             node,
             server,
             format!(
@@ -368,7 +382,7 @@ fn launching<'c>(
     // A failed attempt: retry while attempts remain (a quota fault does not use one up).
     let retry = |why: String, server: Option<&ObservedServer>, counts: bool| -> Option<Action> {
         if counts && attempts >= retries {
-            return delete(
+            return give_up(
                 node,
                 server,
                 format!("launch failed after {attempts} of {retries} attempts: {why}"),
@@ -391,7 +405,7 @@ fn launching<'c>(
                     format!("{why}; retrying without using up an attempt")
                 },
             ),
-            Err(e) => delete(node, server, format!("{why}; cannot launch again: {e}")),
+            Err(e) => give_up(node, server, format!("{why}; cannot launch again: {e}")),
         }
     };
     // Wait for the server (it is booting, or its SSH host keys are being scanned).
@@ -582,6 +596,7 @@ fn drain_surplus(config: &Config, world: &World, out: &mut Plan) {
                     provider: n.provider.clone(),
                     server_id: n.details.server_id.clone(),
                     floating_ips: Vec::new(),
+                    gives_up_launch: false,
                 },
             });
         }
