@@ -556,11 +556,7 @@ async fn a_provider_whose_passes_fail_is_ready_but_shown_failing_in_status() {
 /// port and listen-address keys).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listens_where_the_configs_webapp_says() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sim::free_port();
     let config = format!(
         "webapp:\n  port: {port}\n  listen_address: 127.0.0.1\n{}",
         sim::config(0, 10)
@@ -596,12 +592,7 @@ async fn a_requested_node_comes_with_its_scanned_host_keys() {
         shared: true,
         external: false,
     }];
-    let config = sim::config(0, 10)
-        .replace("        host-key-checking: false\n", "")
-        .replace(
-            "cloud-images: [{name: cirros}]",
-            &format!("cloud-images: [{{name: cirros, connection-port: {port}}}]"),
-        );
+    let config = sim::scanning(&sim::config(0, 10), port);
     let env = Env::start(cloud, &config).await;
     let d = env.spawn(0);
     env.wait_ready(0, &d, WAIT).await;

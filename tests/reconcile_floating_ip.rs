@@ -107,20 +107,10 @@ async fn a_failed_attempt_gives_back_its_floating_ip() {
     for n in cloud.networks.iter_mut().filter(|n| n.external) {
         n.cidr = "127.0.1.0/24".into();
     }
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = config(1)
-        .replace("        host-key-checking: false\n", "")
+    let config = sim::scanning(&config(1), sim::free_port())
         .replace("    clean-floating-ips: true\n", "")
         .replace("boot-timeout: 30", "boot-timeout: 1")
-        .replace("launch-retries: 3", "launch-retries: 2")
-        .replace(
-            "cloud-images: [{name: cirros}]",
-            &format!("cloud-images: [{{name: cirros, connection-port: {port}}}]"),
-        );
+        .replace("launch-retries: 3", "launch-retries: 2");
     assert!(!config.contains("clean-floating-ips") && config.contains("auto-floating-ip: true"));
     let env = sim::start(cloud, &config).await;
     let (_, report) = env.apply_once().await;

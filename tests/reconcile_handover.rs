@@ -81,19 +81,9 @@ async fn an_ssh_wait_keeps_its_boot_timeout_across_passes() {
         external: false,
     }];
     // Nothing answers SSH on this port; boot-timeout 3 s; one attempt only.
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = sim::config(1, 4)
-        .replace("        host-key-checking: false\n", "")
+    let config = sim::scanning(&sim::config(1, 4), sim::free_port())
         .replace("boot-timeout: 30", "boot-timeout: 3")
-        .replace("launch-retries: 3", "launch-retries: 1")
-        .replace(
-            "cloud-images: [{name: cirros}]",
-            &format!("cloud-images: [{{name: cirros, connection-port: {port}}}]"),
-        );
+        .replace("launch-retries: 3", "launch-retries: 1");
     let env = sim::start(cloud, &config).await;
     // Passes of 300 ms each: the scan is handed over again and again, and still ends
     // boot-timeout after the server was first seen ACTIVE (in the apply that reaches the

@@ -77,11 +77,7 @@ async fn nodes_are_ready_with_the_host_keys_their_ssh_server_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ssh_each_attempt_times_out_and_the_node_is_given_up() {
     // A port where nothing listens.
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sim::free_port();
     let env = sim::start(loopback_cloud(), &config(1, port, 1, 2)).await;
     let (_, report) = env.apply_once().await;
     assert_eq!(report.failed.len(), 1, "{report:?}");

@@ -28,6 +28,31 @@ pub fn config(min_ready: u32, max_servers: u32) -> String {
     )
 }
 
+/// `config` (of [`config`]'s shape) with host keys scanned (`host-key-checking` on) on `port`
+/// of its servers' addresses.
+pub fn scanning(config: &str, port: u16) -> String {
+    let out = config
+        .replace("        host-key-checking: false\n", "")
+        .replace(
+            "cloud-images: [{name: cirros}]",
+            &format!("cloud-images: [{{name: cirros, connection-port: {port}}}]"),
+        );
+    assert!(
+        !out.contains("host-key-checking") && out.contains("connection-port"),
+        "{out}"
+    );
+    out
+}
+
+/// A TCP port nothing listens on (bound once, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub async fn start(sim: SimConfig, config_text: &str) -> Env {
     let sim = Simulator::start(sim).await.expect("simulator starts");
     let dir = tempfile::tempdir().unwrap();
