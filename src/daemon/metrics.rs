@@ -376,7 +376,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::cloud::{ClientOptions, OpenStackClient};
-    use crate::config::credentials::{AuthMethod, CloudCredentials};
+    use crate::config::credentials::CloudCredentials;
     use crate::state::BuildState;
 
     fn build(
@@ -444,23 +444,14 @@ mod tests {
     }
 
     fn offline_client() -> OpenStackClient {
-        let creds = CloudCredentials {
-            source: "test".into(),
-            auth_url: "http://127.0.0.1:9/v3".into(),
-            auth: AuthMethod::Token {
-                token: crate::secret::Secret::new("t"),
-                project_id: Some("p".into()),
-                project_name: None,
-                project_domain_name: None,
-                project_domain_id: None,
-            },
-            region_name: None,
-            interface: "public".into(),
-            verify: true,
-            cacert: None,
-            endpoint_overrides: Vec::new(),
-            image_format: None,
-        };
+        // Never connects: only its call counter is used.
+        let creds = CloudCredentials::password(
+            "test",
+            "http://127.0.0.1:9/v3",
+            "u",
+            crate::secret::Secret::new("p"),
+            "p",
+        );
         OpenStackClient::new(creds, ClientOptions::default()).unwrap()
     }
 
