@@ -1,12 +1,13 @@
 //! The client's per-call counts (operation × status) against the simulator's own request counters: 200s, a 404, a retried 503, a timeout and a dropped connection.
 
+#[path = "common/sim.rs"]
+mod sim;
+
 use cloudsim::{FaultAction, FaultRule, SimConfig, SimHandle, Simulator};
 use nodepool::cloud::{
     ApiCall, ClientOptions, CloudError, FloatingIpQuery, ImageQuery, OpenStackClient, PortQuery,
     ServerQuery,
 };
-use nodepool::config::credentials::CloudCredentials;
-use nodepool::secret::Secret;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,16 +19,7 @@ async fn sim() -> SimHandle {
 }
 
 fn client(sim: &SimHandle, request_timeout: Duration) -> OpenStackClient {
-    let creds = CloudCredentials {
-        region_name: Some("RegionOne".into()),
-        ..CloudCredentials::password(
-            "cloudsim",
-            sim.auth_url(),
-            "nodepool",
-            Secret::new("nodepool"),
-            "nodepool",
-        )
-    };
+    let creds = sim::credentials(sim.auth_url());
     let opts = ClientOptions {
         rate: Duration::ZERO,
         request_timeout,

@@ -1,13 +1,14 @@
 //! The OpenStack client's whole surface (the same checks as against the real kit) against the
 //! cloud simulator, so both stay in step.
 
+#[path = "common/sim.rs"]
+mod sim;
+
 #[path = "common/cloud_surface.rs"]
 mod cloud_surface;
 
 use cloud_surface::SurfaceTarget;
 use cloudsim::{SimConfig, SimHandle, Simulator};
-use nodepool::config::credentials::CloudCredentials;
-use nodepool::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,16 +24,7 @@ async fn target() -> (SimHandle, SurfaceTarget) {
         u64::try_from(config.quota.ram).unwrap(),
     );
     let sim = Simulator::start(config).await.expect("simulator starts");
-    let creds = CloudCredentials {
-        region_name: Some("RegionOne".into()),
-        ..CloudCredentials::password(
-            "cloudsim",
-            sim.auth_url(),
-            "nodepool",
-            Secret::new("nodepool"),
-            "nodepool",
-        )
-    };
+    let creds = sim::credentials(sim.auth_url());
     let t = SurfaceTarget {
         creds,
         options: cloud_surface::test_options(),

@@ -1,23 +1,15 @@
 //! The daemon's `nodepool_cloud_api_calls_total{provider,operation,status}` fed by real clients against the simulator, across a client replacement (a config reload).
 
+#[path = "common/sim.rs"]
+mod sim;
+
 use cloudsim::{FaultAction, FaultRule, SimConfig, Simulator};
 use nodepool::cloud::{ClientOptions, OpenStackClient};
-use nodepool::config::credentials::CloudCredentials;
 use nodepool::daemon::metrics::Metrics;
-use nodepool::secret::Secret;
 use std::time::Duration;
 
 fn client(auth_url: String) -> OpenStackClient {
-    let creds = CloudCredentials {
-        region_name: Some("RegionOne".into()),
-        ..CloudCredentials::password(
-            "cloudsim",
-            auth_url,
-            "nodepool",
-            Secret::new("nodepool"),
-            "nodepool",
-        )
-    };
+    let creds = sim::credentials(auth_url);
     let opts = ClientOptions {
         rate: Duration::ZERO,
         backoff_base: Duration::from_millis(20),

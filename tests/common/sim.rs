@@ -28,6 +28,22 @@ pub fn config(min_ready: u32, max_servers: u32) -> String {
     )
 }
 
+/// The simulator's default account (user, password and project `nodepool`, region
+/// `RegionOne`) at `auth_url`.
+pub fn credentials(auth_url: String) -> nodepool::config::credentials::CloudCredentials {
+    use nodepool::config::credentials::CloudCredentials;
+    CloudCredentials {
+        region_name: Some("RegionOne".into()),
+        ..CloudCredentials::password(
+            "cloudsim",
+            auth_url,
+            "nodepool",
+            nodepool::secret::Secret::new("nodepool"),
+            "nodepool",
+        )
+    }
+}
+
 /// `config` (of [`config`]'s shape) with host keys scanned (`host-key-checking` on) on `port`
 /// of its servers' addresses.
 pub fn scanning(config: &str, port: u16) -> String {
