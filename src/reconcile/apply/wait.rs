@@ -65,6 +65,13 @@ pub(super) struct Deleting {
 }
 
 impl Applier {
+    /// A followed action ends failed: its journal row, the report and the event.
+    fn end_failed(&self, journal: i64, address: String, error: String, report: &mut ApplyReport) {
+        self.finish(journal, &Err(error.clone()));
+        report.failed.push((address.clone(), error.clone()));
+        self.report(ApplyEvent::Failed { address, error });
+    }
+
     /// Poll the provider's server list until every launched node is ready (or failed) and
     /// every deleted server is gone, retrying failed boots within `launch-retries`.
     pub(super) async fn wait(
@@ -124,12 +131,7 @@ impl Applier {
                         "server {} still exists after {:?}; the next run finishes the delete",
                         d.server_id, self.options.delete_wait
                     );
-                    self.finish(d.journal, &Err(msg.clone()));
-                    report.failed.push((d.address.clone(), msg.clone()));
-                    self.report(ApplyEvent::Failed {
-                        address: d.address,
-                        error: msg,
-                    });
+                    self.end_failed(d.journal, d.address, msg, report);
                     continue;
                 }
                 let r = self.write(|w| {
@@ -171,13 +173,12 @@ impl Applier {
                                     // within launch-timeout.
                                     tracing::warn!(node = %l.node_id, error = %why, "cannot attach a floating IP yet");
                                     if l.since.elapsed() > launch_timeout {
-                                        let msg = format!("launch failed: {why}");
-                                        self.finish(l.journal, &Err(msg.clone()));
-                                        report.failed.push((l.address.clone(), msg.clone()));
-                                        self.report(ApplyEvent::Failed {
-                                            address: l.address.clone(),
-                                            error: msg,
-                                        });
+                                        self.end_failed(
+                                            l.journal,
+                                            l.address,
+                                            format!("launch failed: {why}"),
+                                            report,
+                                        );
                                     } else {
                                         still.push(l);
                                     }
@@ -263,13 +264,12 @@ impl Applier {
                         still.push(l);
                     }
                     Ok(None) | Err(_) => {
-                        let msg = format!("launch failed: {why}");
-                        self.finish(l.journal, &Err(msg.clone()));
-                        report.failed.push((l.address.clone(), msg.clone()));
-                        self.report(ApplyEvent::Failed {
-                            address: l.address.clone(),
-                            error: msg,
-                        });
+                        self.end_failed(
+                            l.journal,
+                            l.address,
+                            format!("launch failed: {why}"),
+                            report,
+                        );
                     }
                 }
             }
