@@ -9,7 +9,7 @@ mod sim;
 #[path = "common/upstream.rs"]
 mod upstream;
 
-use cloudsim::{FaultAction, FaultRule, SimConfig};
+use cloudsim::{FaultAction, FaultRule};
 use nodepool::ops::{self, OpError};
 use nodepool::reconcile::plan::ActionKind;
 use nodepool::state::{BuildState, NodeState, UploadState};
@@ -30,17 +30,9 @@ fn config(hook: Option<&str>, min_ready: u32) -> String {
     )
 }
 
-fn fast() -> SimConfig {
-    SimConfig {
-        boot_delay_ms: 100,
-        delete_delay_ms: 50,
-        ..SimConfig::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_upload_launch_in_one_apply() {
-    let env = sim::start(fast(), &config(None, 1)).await;
+    let env = sim::start(sim::fast(), &config(None, 1)).await;
     let (n, report) = env.apply_once().await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(n, 3, "build, upload, launch");
@@ -87,7 +79,7 @@ async fn build_upload_launch_in_one_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_upload_is_retried() {
-    let env = sim::start(fast(), &config(None, 0)).await;
+    let env = sim::start(sim::fast(), &config(None, 0)).await;
     env.sim
         .add_fault(FaultRule {
             method: Some("PUT".into()),
@@ -110,7 +102,7 @@ async fn failing_upload_is_retried() {
 /// (the plan says so), and the failed records stay as the count until an upload succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_upload_failures_back_off() {
-    let env = sim::start(fast(), &config(None, 0)).await;
+    let env = sim::start(sim::fast(), &config(None, 0)).await;
     env.sim
         .add_fault(FaultRule {
             method: Some("PUT".into()),
@@ -181,7 +173,7 @@ async fn repeated_upload_failures_back_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_post_upload_hook_deletes_the_image() {
-    let env = sim::start(fast(), &config(Some("/bin/false"), 0)).await;
+    let env = sim::start(sim::fast(), &config(Some("/bin/false"), 0)).await;
     let (_, report) = env.apply_once().await;
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert!(report.failed[0].1.contains("hook"), "{:?}", report.failed);
@@ -202,7 +194,7 @@ async fn failing_post_upload_hook_deletes_the_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_image_delete_is_retried_until_it_succeeds() {
-    let env = sim::start(fast(), &config(None, 0)).await;
+    let env = sim::start(sim::fast(), &config(None, 0)).await;
     env.converge(3).await;
     // The provider stops listing the image: its upload must go, while Glance refuses twice.
     // (Its pool label needs the image listed, so the pool goes too.)
@@ -252,7 +244,7 @@ async fn delete_after_upload_prunes_files_and_rebuilds_only_when_needed() {
         "    release: test\n",
         "    release: test\n    formats: [raw]\n    delete-after-upload: true\n    keep-formats: [raw]\n",
     );
-    let env = sim::start(fast(), &cfg).await;
+    let env = sim::start(sim::fast(), &cfg).await;
     // Build + upload + launch, then the pruning, then nothing.
     let rounds = env.converge(4).await;
     assert_eq!(rounds, 2, "one apply builds and uploads, the next prunes");
@@ -317,7 +309,7 @@ async fn delete_after_upload_prunes_files_and_rebuilds_only_when_needed() {
 /// `image-pause` stops builds (and `image-build` is refused) until `image-unpause`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pause_holds_builds_until_unpaused() {
-    let env = sim::start(fast(), &config(None, 0)).await;
+    let env = sim::start(sim::fast(), &config(None, 0)).await;
     let mut ws = env.workspace();
     assert_eq!(
         ops::images::pause(&mut ws, "img", Some("bad mirror")).unwrap(),
@@ -376,7 +368,7 @@ async fn image_pause_holds_builds_until_unpaused() {
 /// left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_uploads_are_adopted_instead_of_deleted() {
-    let env = sim::start(fast(), &config(None, 1)).await;
+    let env = sim::start(sim::fast(), &config(None, 1)).await;
     let client = env.workspace().clients["east"].clone();
     let file = env.path("upstream.raw");
     std::fs::write(&file, b"upstream image data").unwrap();
@@ -527,7 +519,7 @@ async fn upstream_uploads_are_adopted_instead_of_deleted() {
 /// the same upload id for another build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_of_ours_in_flight_is_not_adopted() {
-    let env = sim::start(fast(), &config(None, 0)).await;
+    let env = sim::start(sim::fast(), &config(None, 0)).await;
     let mut ws = env.workspace();
     let (build, upload) = ws
         .store

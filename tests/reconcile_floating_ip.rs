@@ -5,17 +5,8 @@
 #[path = "common/sim.rs"]
 mod sim;
 
-use cloudsim::SimConfig;
 use nodepool::ops;
 use nodepool::state::NodeState;
-
-fn fast() -> SimConfig {
-    SimConfig {
-        boot_delay_ms: 100,
-        delete_delay_ms: 50,
-        ..SimConfig::default()
-    }
-}
 
 fn config(min_ready: u32) -> String {
     sim::config(min_ready, 4).replace("auto-floating-ip: false", "auto-floating-ip: true")
@@ -30,7 +21,7 @@ async fn floating_ips(env: &sim::Env) -> Vec<nodepool::cloud::FloatingIp> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_server_gets_a_floating_ip_which_goes_with_its_node() {
-    let env = sim::start(fast(), &config(1)).await;
+    let env = sim::start(sim::fast(), &config(1)).await;
     env.converge(3).await;
     let nodes = env.nodes();
     assert_eq!(nodes.len(), 1);
@@ -86,7 +77,7 @@ async fn a_private_server_gets_a_floating_ip_which_goes_with_its_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cloud_without_an_external_network_needs_no_floating_ip() {
-    let mut sim_config = fast();
+    let mut sim_config = sim::fast();
     sim_config.networks.retain(|n| !n.external);
     let env = sim::start(sim_config, &config(1)).await;
     env.converge(3).await;
@@ -101,7 +92,7 @@ async fn a_cloud_without_an_external_network_needs_no_floating_ip() {
 /// finally given up): each of its floating IPs goes with it, even with clean-floating-ips off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_attempt_gives_back_its_floating_ip() {
-    let mut cloud = fast();
+    let mut cloud = sim::fast();
     // Floating IPs from a loopback range (nothing listens on the SSH port there); the
     // servers' own addresses stay private (10.0/16), so each attempt needs one.
     for n in cloud.networks.iter_mut().filter(|n| n.external) {

@@ -3,20 +3,12 @@
 #[path = "common/sim.rs"]
 mod sim;
 
-use cloudsim::{FaultAction, FaultRule, SimConfig};
+use cloudsim::{FaultAction, FaultRule};
 use nodepool::state::{NewRequest, NodeState, RequestState};
-
-fn fast() -> SimConfig {
-    SimConfig {
-        boot_delay_ms: 100,
-        delete_delay_ms: 50,
-        ..SimConfig::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_converges_and_second_plan_is_empty() {
-    let env = sim::start(fast(), &sim::config(3, 10)).await;
+    let env = sim::start(sim::fast(), &sim::config(3, 10)).await;
     let (n, report) = env.apply_once().await;
     assert_eq!(n, 3);
     assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -43,7 +35,7 @@ async fn apply_converges_and_second_plan_is_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_fulfilled_and_released_nodes_replaced() {
-    let env = sim::start(fast(), &sim::config(1, 10)).await;
+    let env = sim::start(sim::fast(), &sim::config(1, 10)).await;
     env.converge(3).await;
     let mut ws = env.workspace();
     let req = nodepool::ops::nodes::request(
@@ -96,7 +88,7 @@ async fn requests_fulfilled_and_released_nodes_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_deleting_records_do_not_block_spawns() {
-    let env = sim::start(fast(), &sim::config(2, 2)).await;
+    let env = sim::start(sim::fast(), &sim::config(2, 2)).await;
     env.converge(3).await;
     // Servers vanish behind our back (the seed's "kept in delete state while already deleted").
     let ws = env.workspace();
@@ -120,7 +112,7 @@ async fn stale_deleting_records_do_not_block_spawns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaks_are_cleaned_after_two_sightings() {
-    let env = sim::start(fast(), &sim::config(0, 10)).await;
+    let env = sim::start(sim::fast(), &sim::config(0, 10)).await;
     let leaked = env
         .sim
         .seed_server(cloudsim::admin::SeedServer {
@@ -154,7 +146,7 @@ async fn leaks_are_cleaned_after_two_sightings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converges_through_injected_faults() {
-    let env = sim::start(fast(), &sim::config(4, 10)).await;
+    let env = sim::start(sim::fast(), &sim::config(4, 10)).await;
     for rule in [
         FaultRule {
             method: None,

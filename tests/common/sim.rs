@@ -15,6 +15,15 @@ pub struct Env {
     pub paths: Paths,
 }
 
+/// A simulator whose servers boot in 100 ms and go in 50 ms.
+pub fn fast() -> SimConfig {
+    SimConfig {
+        boot_delay_ms: 100,
+        delete_delay_ms: 50,
+        ..SimConfig::default()
+    }
+}
+
 /// A provider `east` (cloud `east` = the simulator) with pool `main` offering `small`
 /// (cloud image cirros); `min_ready` of it; `extra` appended to the provider.
 pub fn config(min_ready: u32, max_servers: u32) -> String {
