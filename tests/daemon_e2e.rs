@@ -6,7 +6,7 @@ mod sim;
 #[path = "common/ssh.rs"]
 mod ssh;
 
-use daemon_support::{Env, TOKEN, WEBHOOK_SECRET, fast_sim};
+use daemon_support::{Env, TOKEN, WEBHOOK_SECRET};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -24,7 +24,7 @@ fn ids(nodes: &[Value]) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_commits_rejects_invalid_ones_serves_requests_and_stops_on_sigterm() {
-    let env = Env::start(fast_sim(), &sim::config(2, 10)).await;
+    let env = Env::start(sim::fast(), &sim::config(2, 10)).await;
     let mut d = env.spawn(0);
 
     // min-ready 2 → two READY nodes.
@@ -243,7 +243,7 @@ fn config_runs(status: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_with_a_wrong_signature_is_refused_and_triggers_nothing() {
-    let env = Env::start(fast_sim(), &sim::config(0, 10)).await;
+    let env = Env::start(sim::fast(), &sim::config(0, 10)).await;
     let d = env.spawn(0);
     env.wait_ready(0, &d, WAIT).await;
     // `nodepool status` reads /status.
@@ -395,7 +395,7 @@ fn head_short(env: &Env) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_remote_file_url_via_the_webhook_into_its_data_dir() {
-    let env = Env::start(fast_sim(), &sim::config(0, 10)).await;
+    let env = Env::start(sim::fast(), &sim::config(0, 10)).await;
     env.create_origin();
     // A long poll interval: only the webhook makes the daemon fetch after the first pass.
     let d = env.spawn_with(0, &env.origin_url(), &["--branch", "main"], 30.0);
@@ -473,7 +473,7 @@ async fn follows_a_remote_file_url_via_the_webhook_into_its_data_dir() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_remote_file_url_by_polling() {
-    let env = Env::start(fast_sim(), &sim::config(0, 10)).await;
+    let env = Env::start(sim::fast(), &sim::config(0, 10)).await;
     env.create_origin();
     env.git_branch("stable");
     // The daemon follows `stable`; commits on `main` are not its business.
@@ -503,7 +503,7 @@ async fn follows_a_remote_file_url_by_polling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_whose_passes_fail_is_ready_but_shown_failing_in_status() {
-    let env = Env::start(fast_sim(), &sim::config(1, 10)).await;
+    let env = Env::start(sim::fast(), &sim::config(1, 10)).await;
     // Keystone refuses every token: each pass of provider east fails at once (no retry).
     let refuse = env
         .sim
@@ -561,7 +561,7 @@ async fn listens_where_the_configs_webapp_says() {
         "webapp:\n  port: {port}\n  listen_address: 127.0.0.1\n{}",
         sim::config(0, 10)
     );
-    let env = Env::start(fast_sim(), &config).await;
+    let env = Env::start(sim::fast(), &config).await;
     let d = env.spawn_listening(0, env.repo().to_str().unwrap(), &[], 30.0, None);
     assert_eq!(d.url, format!("http://127.0.0.1:{port}"));
     let live = env
@@ -584,7 +584,7 @@ async fn a_requested_node_comes_with_its_scanned_host_keys() {
     let port = listener.local_addr().unwrap().port();
     ssh::serve(listener, &keys);
 
-    let mut cloud = fast_sim();
+    let mut cloud = sim::fast();
     cloud.networks = vec![cloudsim::config::NetworkConfig {
         id: None,
         name: "private".into(),
@@ -641,7 +641,7 @@ async fn statsd_metrics_with_upstreams_names() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut env = Env::start(fast_sim(), &sim::config(2, 10)).await;
+    let mut env = Env::start(sim::fast(), &sim::config(2, 10)).await;
     env.daemon_env = vec![
         ("STATSD_HOST".into(), "127.0.0.1".into()),
         ("STATSD_PORT".into(), port.to_string()),
@@ -701,7 +701,7 @@ async fn statsd_metrics_with_upstreams_names() {
 /// given up after its attempts counts as a failure and none as a success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launches_given_up_count_as_failures() {
-    let env = Env::start(fast_sim(), &sim::config(1, 10)).await;
+    let env = Env::start(sim::fast(), &sim::config(1, 10)).await;
     env.sim
         .add_fault(cloudsim::FaultRule {
             method: Some("POST".into()),

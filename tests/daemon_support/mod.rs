@@ -25,14 +25,6 @@ pub struct Running {
     pub url: String,
 }
 
-pub fn fast_sim() -> SimConfig {
-    SimConfig {
-        boot_delay_ms: 100,
-        delete_delay_ms: 50,
-        ..SimConfig::default()
-    }
-}
-
 pub fn git(repo: &Path, args: &[&str]) {
     let out = Command::new("git")
         .arg("-C")
