@@ -584,14 +584,7 @@ async fn a_requested_node_comes_with_its_scanned_host_keys() {
     let port = listener.local_addr().unwrap().port();
     ssh::serve(listener, &keys);
 
-    let mut cloud = sim::fast();
-    cloud.networks = vec![cloudsim::config::NetworkConfig {
-        id: None,
-        name: "private".into(),
-        cidr: "127.0.0.0/24".into(),
-        shared: true,
-        external: false,
-    }];
+    let cloud = sim::on_loopback(sim::fast());
     let config = sim::scanning(&sim::config(0, 10), port);
     let env = Env::start(cloud, &config).await;
     let d = env.spawn(0);

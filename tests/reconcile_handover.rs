@@ -7,7 +7,6 @@
 mod sim;
 
 use cloudsim::SimConfig;
-use cloudsim::config::NetworkConfig;
 use nodepool::reconcile::apply::ApplyOptions;
 use nodepool::reconcile::plan::ActionKind;
 use nodepool::state::NodeState;
@@ -68,18 +67,11 @@ async fn a_slow_boot_is_followed_by_the_next_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ssh_wait_keeps_its_boot_timeout_across_passes() {
-    let mut cloud = SimConfig {
+    let cloud = sim::on_loopback(SimConfig {
         boot_delay_ms: 50,
         delete_delay_ms: 50,
         ..SimConfig::default()
-    };
-    cloud.networks = vec![NetworkConfig {
-        id: None,
-        name: "private".into(),
-        cidr: "127.0.0.0/24".into(),
-        shared: true,
-        external: false,
-    }];
+    });
     // Nothing answers SSH on this port; boot-timeout 3 s; one attempt only.
     let config = sim::scanning(&sim::config(1, 4), sim::free_port())
         .replace("boot-timeout: 30", "boot-timeout: 3")

@@ -8,27 +8,7 @@ mod sim;
 #[path = "common/ssh.rs"]
 mod ssh;
 
-use cloudsim::SimConfig;
-use cloudsim::config::NetworkConfig;
 use nodepool::state::NodeState;
-
-/// The simulator's private network on loopback: its servers' addresses (127.0.0.x) reach a
-/// listener bound to all addresses on this host.
-fn loopback_cloud() -> SimConfig {
-    let mut c = SimConfig {
-        boot_delay_ms: 100,
-        delete_delay_ms: 50,
-        ..SimConfig::default()
-    };
-    c.networks = vec![NetworkConfig {
-        id: None,
-        name: "private".into(),
-        cidr: "127.0.0.0/24".into(),
-        shared: true,
-        external: false,
-    }];
-    c
-}
 
 fn config(min_ready: u32, port: u16, boot_timeout: u32, retries: u32) -> String {
     format!(
@@ -50,7 +30,7 @@ async fn nodes_are_ready_with_the_host_keys_their_ssh_server_holds() {
     let port = listener.local_addr().unwrap().port();
     ssh::serve(listener, &keys);
 
-    let env = sim::start(loopback_cloud(), &config(2, port, 30, 3)).await;
+    let env = sim::start(sim::on_loopback(sim::fast()), &config(2, port, 30, 3)).await;
     let mut ws = env.workspace();
     let planned = nodepool::ops::plan::plan(&mut ws, nodepool::state::now_unix())
         .await
@@ -78,7 +58,7 @@ async fn nodes_are_ready_with_the_host_keys_their_ssh_server_holds() {
 async fn without_ssh_each_attempt_times_out_and_the_node_is_given_up() {
     // A port where nothing listens.
     let port = sim::free_port();
-    let env = sim::start(loopback_cloud(), &config(1, port, 1, 2)).await;
+    let env = sim::start(sim::on_loopback(sim::fast()), &config(1, port, 1, 2)).await;
     let (_, report) = env.apply_once().await;
     assert_eq!(report.failed.len(), 1, "{report:?}");
     let why = &report.failed[0].1;

@@ -24,6 +24,19 @@ pub fn fast() -> SimConfig {
     }
 }
 
+/// `c` with its private network on loopback: servers get 127.0.0.x addresses, which reach a
+/// listener bound to all addresses on this host (an SSH server for host-key scans).
+pub fn on_loopback(mut c: SimConfig) -> SimConfig {
+    c.networks = vec![cloudsim::config::NetworkConfig {
+        id: None,
+        name: "private".into(),
+        cidr: "127.0.0.0/24".into(),
+        shared: true,
+        external: false,
+    }];
+    c
+}
+
 /// A provider `east` (cloud `east` = the simulator) with pool `main` offering `small`
 /// (cloud image cirros); `min_ready` of it; `extra` appended to the provider.
 pub fn config(min_ready: u32, max_servers: u32) -> String {
